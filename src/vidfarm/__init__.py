@@ -1,0 +1,3 @@
+"""vidfarm: an open video processing farm."""
+
+__version__ = "0.1.0"

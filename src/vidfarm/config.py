@@ -1,0 +1,101 @@
+"""One Settings class for the whole farm, read from VIDFARM_* environment variables.
+
+Bad values fail at start with a single line (see `load_settings`), never later in a worker.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vidfarm.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDFARM_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("vidfarm-data"), description="Folder for the database, media and profiles."
+    )
+    database_url: str = Field(
+        default="", description="SQLAlchemy URL; empty means SQLite in the data folder."
+    )
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1, description="Jobs the embedded worker pool runs at once."
+    )
+    default_profile: str = Field(
+        default="default", description="Encoding profile used when a job names none."
+    )
+    profiles_dir: Path | None = Field(
+        default=None, description="Extra profile TOML files; empty means <data_dir>/profiles."
+    )
+    ffmpeg: str = Field(
+        default="", description="ffmpeg executable; empty means PATH, else the imageio-ffmpeg one."
+    )
+    lease_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="How long a claimed job stays owned without a heartbeat."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, description="Attempts per job before it fails for good."
+    )
+    retry_base_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=10.0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    retry_max_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=900.0, description="Ceiling of the retry delay."
+    )
+    time_limit_factor: Annotated[float, Field(gt=0)] = Field(
+        default=20.0, description="An encode may run this many times the media duration..."
+    )
+    time_limit_min_seconds: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="...but never less than this many seconds."
+    )
+    poll_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="How often idle workers and the reconciler look at SQL."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `vidfarm serve` listens on.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        default=8000, description="Port `vidfarm serve` listens on."
+    )
+
+    @model_validator(mode="after")
+    def _check_retry(self) -> Settings:
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must be >= retry_base_seconds")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'vidfarm.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def user_profiles_dir(self) -> Path:
+        return self.profiles_dir or self.data_dir / "profiles"
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "settings"
+    name = f"VIDFARM_{where.upper()}" if first["loc"] else "settings"
+    return f"invalid setting {name}: {first['msg']} (got {first.get('input')!r})"
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, turning validation errors into one ConfigError."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(_one_line(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

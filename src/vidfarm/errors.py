@@ -1,0 +1,94 @@
+"""The error tree: every error says whether retrying could help.
+
+Permanent errors (bad input, bad parameters) fail a job at once with one clear line.
+Transient errors (infrastructure trouble) are retried with backoff up to the job's limit.
+"""
+
+from __future__ import annotations
+
+
+class VidfarmError(Exception):
+    """Base of every error vidfarm raises on purpose; `str()` is the one line users see."""
+
+    permanent: bool = True
+
+    @property
+    def error_class(self) -> str:
+        return type(self).__name__
+
+
+class ConfigError(VidfarmError):
+    """A setting or profile is invalid; raised at start."""
+
+
+class PermanentError(VidfarmError):
+    permanent = True
+
+
+class TransientError(VidfarmError):
+    permanent = False
+
+
+class InvalidMedia(PermanentError):
+    """The input is not usable media: empty, corrupt, not audio/video, a still image."""
+
+
+class InvalidParameters(PermanentError):
+    """A job asked for something impossible (unknown profile, cut outside the media, ...)."""
+
+
+class FFmpegFailed(PermanentError):
+    """ffmpeg exited with an error that retrying will not fix."""
+
+    def __init__(self, message: str, *, exit_code: int | None, log_tail: list[str]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+
+
+class FFmpegInterrupted(TransientError):
+    """ffmpeg died from a signal or ran out of a machine resource; another try may work."""
+
+    def __init__(self, message: str, *, exit_code: int | None, log_tail: list[str]) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+
+
+class JobTimedOut(PermanentError):
+    """The job ran past its time limit (derived from the media duration)."""
+
+
+class JobCancelled(PermanentError):
+    """Someone cancelled the job while it ran."""
+
+
+class StorageUnavailable(TransientError):
+    """The media store could not be read or written."""
+
+
+class JobNotFound(VidfarmError):
+    """No job has this id."""
+
+
+class StaleAttempt(VidfarmError):
+    """A report carried a fencing token that is not the job's current attempt."""
+
+
+class InvalidTransition(VidfarmError):
+    """The job is not in a state that allows this operation."""
+
+
+class LeaseExpired(TransientError):
+    """A running job's lease ran out: its worker died or lost contact; the job is retried."""
+
+
+class UnexpectedError(TransientError):
+    """A bug or an unforeseen exception in the worker core; retried, as it may be transient.
+
+    The message keeps the original exception's class name so the cause stays visible.
+    """
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original_class = type(original).__name__

@@ -1,0 +1,1 @@
+"""Media work: probing, ladder planning, running ffmpeg, packaging HLS and artwork."""

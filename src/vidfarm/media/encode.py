@@ -1,0 +1,407 @@
+"""Encode one source into the whole delivery set in a single ffmpeg pass.
+
+The source is decoded once; each rendition is encoded once and muxed to HLS and, when the
+profile asks, to a fast-start MP4 through ffmpeg's tee muxer. Thumbnails, the overview sprite,
+MP3 and subtitles come out of the same pass. (Pod decodes twice and encodes MP4 renditions
+twice; see shared/reference/pod-encoding.md.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidfarm.errors import InvalidMedia, InvalidParameters
+from vidfarm.media.ffmpeg import FFmpegRun, run_ffmpeg
+from vidfarm.media.hls import (
+    AAC_LC,
+    Variant,
+    codecs_of,
+    master_playlist,
+    measure_bandwidth,
+    read_media_playlist,
+)
+from vidfarm.media.ladder import Ladder, Rendition, even, plan_ladder
+from vidfarm.media.probe import AttachedPicture, MediaInfo, SubtitleStreamInfo, probe
+from vidfarm.media.profiles import Profile, RenditionSpec
+
+MANIFEST_NAME = "manifest.json"
+MASTER_PLAYLIST = "master.m3u8"
+THUMBNAIL_POSITIONS = (0.25, 0.50, 0.75)
+SPRITE_MIN_DURATION = 10.0
+SPRITE_TILE_HEIGHT = 90
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpritePlan:
+    tiles: int
+    tile_width: int
+    tile_height: int
+    step: float  # seconds of media per tile
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodePlan:
+    info: MediaInfo
+    profile: Profile
+    ladder: Ladder | None  # None for audio-only sources
+    start: float
+    duration: float  # of the output, after the cut
+    thumbnails_at: list[float] = field(default_factory=list)
+    sprite: SpritePlan | None = None
+    subtitles: list[tuple[SubtitleStreamInfo, str]] = field(default_factory=list)
+    cover: AttachedPicture | None = None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.info.main_audio is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeResult:
+    manifest: dict[str, Any]
+    run: FFmpegRun
+
+
+def plan_encode(
+    info: MediaInfo,
+    profile: Profile,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    only: RenditionSpec | None = None,
+) -> EncodePlan:
+    cut_start, cut_end = _check_cut(info.duration, start, end)
+    duration = cut_end - cut_start
+    cover = info.pictures[0] if info.pictures else None
+    subtitles = [
+        (stream, f"subtitle_{n}_{stream.language or 'und'}.vtt")
+        for n, stream in enumerate(s for s in info.subtitles if s.text_based)
+    ]
+    if info.main_video is None:
+        return EncodePlan(
+            info=info, profile=profile, ladder=None, start=cut_start, duration=duration,
+            subtitles=subtitles, cover=cover,
+        )
+    ladder = plan_ladder(info, profile, only=only)
+    sprite = None
+    if duration >= SPRITE_MIN_DURATION:
+        tiles = 100 if duration >= 100 else 10
+        sprite = SpritePlan(
+            tiles=tiles,
+            tile_width=even(SPRITE_TILE_HEIGHT * info.main_video.display_aspect),
+            tile_height=SPRITE_TILE_HEIGHT,
+            step=duration / tiles,
+        )
+    return EncodePlan(
+        info=info,
+        profile=profile,
+        ladder=ladder,
+        start=cut_start,
+        duration=duration,
+        thumbnails_at=[] if cover else [duration * p for p in THUMBNAIL_POSITIONS],
+        sprite=sprite,
+        subtitles=subtitles,
+        cover=cover,
+    )
+
+
+def _check_cut(media_duration: float, start: float | None, end: float | None) -> tuple[float, float]:
+    begin = 0.0 if start is None else float(start)
+    finish = media_duration if end is None else float(end)
+    if begin < 0 or not math.isfinite(begin):
+        raise InvalidParameters(f"cut start {begin} must be >= 0")
+    if finish > media_duration + 0.001:
+        raise InvalidParameters(
+            f"cut end {finish} is past the end of the media ({media_duration:.3f} s)"
+        )
+    if finish - begin < 0.1:
+        raise InvalidParameters(f"cut {begin}..{finish} leaves nothing to encode")
+    return begin, min(finish, media_duration)
+
+
+def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
+    """The whole pass as an argument list; output names are relative to the output folder."""
+    args: list[str] = []
+    if plan.start > 0:
+        args += ["-ss", f"{plan.start:.3f}"]
+    if plan.start > 0 or plan.duration < plan.info.duration - 0.001:
+        args += ["-t", f"{plan.duration:.3f}"]
+    # "file:" stops ffmpeg from reading a crafted name as a protocol (http:, concat:, ...).
+    args += ["-i", f"file:{source.resolve()}"]
+    if plan.ladder is not None:
+        args += _video_args(plan, plan.ladder)
+    else:
+        args += _audio_only_args(plan)
+    if plan.has_audio:
+        args += ["-map", "0:a:0", "-vn", "-c:a", "libmp3lame", "-q:a", str(plan.profile.mp3_quality),
+                 "audio.mp3"]
+    if plan.cover is not None:
+        extension = "png" if plan.cover.codec == "png" else "jpg"
+        args += ["-map", f"0:{plan.cover.index}", "-c", "copy", "-frames:v", "1", "-update", "1",
+                 f"thumbnail_0.{extension}"]
+    for stream, name in plan.subtitles:
+        args += ["-map", f"0:{stream.index}", "-c:s", "webvtt", name]
+    return args
+
+
+def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+    video = plan.info.main_video
+    assert video is not None
+    profile = plan.profile
+    prelude: list[str] = []
+    if video.interlaced:
+        prelude.append("bwdif=mode=send_frame:deint=interlaced")
+    if ladder.fps:
+        prelude.append(f"fps={ladder.fps:.6f}")
+    branches = len(ladder.renditions) + len(plan.thumbnails_at) + (1 if plan.sprite else 0)
+    labels = [f"[b{i}]" for i in range(branches)]
+    head = ",".join([*prelude, f"split={branches}"])
+    graph = [f"[0:{video.index}]{head}{''.join(labels)}"]
+    for i, rendition in enumerate(ladder.renditions):
+        graph.append(
+            f"[b{i}]scale={rendition.width}:{rendition.height}:flags=bicubic,setsar=1,"
+            f"format=yuv420p[v{i}]"
+        )
+    top = ladder.top
+    offset = len(ladder.renditions)
+    for j, at in enumerate(plan.thumbnails_at):
+        graph.append(
+            f"[b{offset + j}]trim=start={at:.3f},trim=end_frame=1,"
+            f"scale={top.width}:{top.height},setsar=1,format=yuvj420p[t{j}]"
+        )
+    if plan.sprite:
+        sprite = plan.sprite
+        step = f"{sprite.step:.6f}"
+        graph.append(
+            f"[b{branches - 1}]select='isnan(prev_selected_t)+gt(floor(t/{step}),"
+            f"floor(prev_selected_t/{step}))',scale={sprite.tile_width}:{sprite.tile_height},"
+            f"setsar=1,tile={sprite.tiles}x1[sprite]"
+        )
+    args = ["-filter_complex", ";".join(graph), "-max_muxing_queue_size", "4000"]
+    for i, rendition in enumerate(ladder.renditions):
+        args += ["-map", f"[v{i}]"]
+        if plan.has_audio:
+            args += ["-map", "0:a:0"]
+        args += _x264_args(profile, ladder, rendition)
+        if plan.has_audio:
+            args += _aac_args(profile, rendition.audio_bitrate)
+        hls = _hls_options(profile, rendition.name)
+        if rendition.mp4:
+            args += ["-f", "tee", f"[{hls}]{rendition.name}.m3u8|"
+                     f"[f=mp4:movflags=+faststart]{rendition.name}.mp4"]
+        else:
+            args += ["-f", "hls", *_as_flags(hls), f"{rendition.name}.m3u8"]
+    for j in range(len(plan.thumbnails_at)):
+        args += ["-map", f"[t{j}]", "-frames:v", "1", "-update", "1", "-q:v", "3",
+                 f"thumbnail_{j + 1}.jpg"]
+    if plan.sprite:
+        args += ["-map", "[sprite]", "-frames:v", "1", "-update", "1", "overview.png"]
+    return args
+
+
+def _audio_only_args(plan: EncodePlan) -> list[str]:
+    profile = plan.profile
+    hls = _hls_options(profile, "audio")
+    return ["-map", "0:a:0", "-vn", *_aac_args(profile, profile.audio_only_bitrate),
+            "-f", "tee", f"[f=ipod:movflags=+faststart]audio.m4a|[{hls}]audio.m3u8"]
+
+
+def _x264_args(profile: Profile, ladder: Ladder, rendition: Rendition) -> list[str]:
+    keyframes = f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})"
+    return [
+        "-c:v", "libx264", "-preset", profile.preset, "-profile:v", profile.x264_profile,
+        "-crf", str(profile.crf), "-maxrate", str(rendition.max_video_bitrate),
+        "-bufsize", str(rendition.max_video_bitrate * 2),
+        "-g", str(ladder.gop_frames), "-sc_threshold", "0", "-force_key_frames", keyframes,
+        # Keep the source's frame timing: never invent frames to fill gaps in VFR sources.
+        "-fps_mode", "vfr",
+    ]
+
+
+def _aac_args(profile: Profile, bitrate: int) -> list[str]:
+    return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate),
+            "-ac", "2"]
+
+
+def _hls_options(profile: Profile, name: str) -> str:
+    return ":".join([
+        "f=hls", f"hls_time={profile.segment_duration:g}", "hls_playlist_type=vod",
+        "hls_flags=independent_segments", "hls_segment_type=mpegts",
+        f"hls_segment_filename={name}_%05d.ts",
+    ])
+
+
+def _as_flags(tee_options: str) -> list[str]:
+    flags: list[str] = []
+    for option in tee_options.split(":"):
+        key, _, value = option.partition("=")
+        if key != "f":
+            flags += [f"-{key}", value]
+    return flags
+
+
+ProgressCallback = Callable[[float], bool]
+
+
+def encode(
+    source: Path,
+    out_dir: Path,
+    *,
+    profile: Profile,
+    ffmpeg: str,
+    start: float | None = None,
+    end: float | None = None,
+    only: RenditionSpec | None = None,
+    on_progress: ProgressCallback | None = None,
+    time_limit_factor: float = 20.0,
+    time_limit_min: float = 300.0,
+    info: MediaInfo | None = None,
+) -> EncodeResult:
+    """Encode `source` into `out_dir`, which appears complete or not at all.
+
+    Work happens in a hidden sibling folder renamed into place at the end; any failure,
+    cancellation or time-out removes it, so no half-written output is ever left behind.
+    """
+    info = info or probe(source)
+    plan = plan_encode(info, profile, start=start, end=end, only=only)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InvalidParameters(f"output folder {out_dir} is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        run = run_ffmpeg(
+            ffmpeg,
+            build_ffmpeg_args(plan, source),
+            duration=plan.duration,
+            cwd=staging,
+            on_progress=on_progress,
+            time_limit=max(time_limit_min, time_limit_factor * plan.duration),
+        )
+        manifest = describe_outputs(plan, staging)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return EncodeResult(manifest=manifest, run=run)
+
+
+def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
+    """Write the master playlist and list every output with its size and checksum."""
+    outputs: list[dict[str, Any]] = []
+    variants: list[Variant] = []
+    if plan.ladder is not None:
+        fps = plan.ladder.fps or plan.ladder.source_fps
+        for rendition in plan.ladder.renditions:
+            variant = _variant(folder, f"{rendition.name}.m3u8", plan)
+            variant = Variant(**{**variant.__dict__, "resolution": (rendition.width, rendition.height),
+                                 "frame_rate": fps})
+            variants.append(variant)
+            outputs.append(_hls_entry(folder, variant, rendition.width, rendition.height))
+            if rendition.mp4:
+                outputs.append(_entry(folder, f"{rendition.name}.mp4", "mp4",
+                                      width=rendition.width, height=rendition.height,
+                                      codecs=variant.codecs))
+    else:
+        variant = _variant(folder, "audio.m3u8", plan)
+        variants.append(variant)
+        outputs.append(_hls_entry(folder, variant, None, None))
+        outputs.append(_entry(folder, "audio.m4a", "audio", codecs=AAC_LC,
+                              bandwidth=plan.profile.audio_only_bitrate))
+    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
+    outputs.insert(0, _entry(folder, MASTER_PLAYLIST, "hls_master",
+                             bandwidth=max(v.bandwidth for v in variants)))
+    if (folder / "audio.mp3").exists():
+        outputs.append(_entry(folder, "audio.mp3", "audio", codecs="mp3"))
+    for thumbnail in sorted(folder.glob("thumbnail_*")):
+        outputs.append(_entry(folder, thumbnail.name, "thumbnail"))
+    if plan.sprite and (folder / "overview.png").exists():
+        sprite = plan.sprite
+        (folder / "overview.vtt").write_text(overview_vtt(sprite, plan.duration), encoding="utf-8")
+        outputs.append(_entry(folder, "overview.png", "overview_sprite",
+                              width=sprite.tile_width * sprite.tiles, height=sprite.tile_height))
+        outputs.append(_entry(folder, "overview.vtt", "overview_vtt"))
+    for stream, name in plan.subtitles:
+        if (folder / name).exists():
+            entry = _entry(folder, name, "subtitle")
+            entry["language"] = stream.language
+            outputs.append(entry)
+    source = plan.info.to_dict()
+    source["path"] = Path(source["path"]).name
+    return {"duration": round(plan.duration, 3), "source": source, "outputs": outputs}
+
+
+def _variant(folder: Path, playlist: str, plan: EncodePlan) -> Variant:
+    if not (folder / playlist).exists():
+        raise InvalidMedia(f"ffmpeg produced no {playlist}: the source has nothing to encode")
+    segments = read_media_playlist(folder / playlist)
+    if not segments:
+        raise InvalidMedia(f"{playlist} has no segment: the source has no decodable frames")
+    peak, average = measure_bandwidth(folder, segments)
+    return Variant(
+        playlist=playlist,
+        bandwidth=peak,
+        average_bandwidth=average,
+        codecs=codecs_of(folder / segments[0].uri),
+    )
+
+
+def _hls_entry(folder: Path, variant: Variant, width: int | None, height: int | None) -> dict[str, Any]:
+    entry = _entry(folder, variant.playlist, "hls_variant", width=width, height=height,
+                   bandwidth=variant.bandwidth, codecs=variant.codecs)
+    entry["average_bandwidth"] = variant.average_bandwidth
+    entry["segments"] = [
+        {"path": s.uri, "size": (folder / s.uri).stat().st_size, "sha256": sha256_of(folder / s.uri),
+         "duration": s.duration}
+        for s in read_media_playlist(folder / variant.playlist)
+    ]
+    return entry
+
+
+def _entry(folder: Path, name: str, kind: str, *, width: int | None = None,
+           height: int | None = None, bandwidth: int | None = None,
+           codecs: str | None = None) -> dict[str, Any]:
+    path = folder / name
+    return {"kind": kind, "path": name, "width": width, "height": height,
+            "bandwidth": bandwidth, "codecs": codecs, "size": path.stat().st_size,
+            "sha256": sha256_of(path)}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def overview_vtt(sprite: SpritePlan, duration: float) -> str:
+    lines = ["WEBVTT", ""]
+    for i in range(sprite.tiles):
+        begin = i * sprite.step
+        finish = min(duration, (i + 1) * sprite.step)
+        lines += [
+            f"{_timestamp(begin)} --> {_timestamp(finish)}",
+            f"overview.png#xywh={i * sprite.tile_width},0,{sprite.tile_width},{sprite.tile_height}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _timestamp(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}"

@@ -1,0 +1,130 @@
+"""Encoding profiles are data: TOML files shipped in the package or dropped in a folder."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vidfarm.errors import ConfigError, InvalidParameters
+
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_bitrate(value: str | int) -> int:
+    """'750k' -> 750000 bits per second."""
+    if isinstance(value, int):
+        return value
+    match = _BITRATE.match(value)
+    if not match:
+        raise ValueError(f"not a bitrate: {value!r} (use e.g. 750k or 3M)")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * {"": 1, "k": 1_000, "m": 1_000_000}[unit])
+
+
+Bitrate = Annotated[int, Field(gt=0)]
+
+
+class RenditionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    height: Annotated[int, Field(ge=32, le=4320)]
+    min_video_bitrate: Bitrate
+    video_bitrate: Bitrate
+    max_video_bitrate: Bitrate
+    audio_bitrate: Bitrate
+    mp4: bool = False
+
+    @field_validator(
+        "min_video_bitrate", "video_bitrate", "max_video_bitrate", "audio_bitrate", mode="before"
+    )
+    @classmethod
+    def _bitrate(cls, value: str | int) -> int:
+        return parse_bitrate(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RenditionSpec:
+        if not self.min_video_bitrate <= self.video_bitrate <= self.max_video_bitrate:
+            raise ValueError("bitrates must satisfy min <= video <= max")
+        return self
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+        "veryslow",
+    ] = "medium"
+    crf: Annotated[int, Field(ge=0, le=51)] = 20
+    x264_profile: Literal["baseline", "main", "high"] = "high"
+    max_fps: Annotated[float, Field(gt=0, le=240)] = 60.0
+    keyframe_interval: Annotated[float, Field(gt=0, le=10)] = 2.0
+    segment_duration: Annotated[float, Field(ge=2, le=6)] = 4.0
+    threshold: Annotated[float, Field(ge=0, le=100)] = 0
+    audio_sample_rate: Literal[44100, 48000] = 48000
+    audio_only_bitrate: Bitrate = 192_000
+    mp3_quality: Annotated[int, Field(ge=0, le=9)] = 2
+    renditions: Annotated[list[RenditionSpec], Field(min_length=1)]
+
+    @field_validator("audio_only_bitrate", mode="before")
+    @classmethod
+    def _bitrate(cls, value: str | int) -> int:
+        return parse_bitrate(value)
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Profile:
+        ratio = self.segment_duration / self.keyframe_interval
+        if abs(ratio - round(ratio)) > 1e-6:
+            raise ValueError("segment_duration must be a multiple of keyframe_interval")
+        heights = [r.height for r in self.renditions]
+        if len(set(heights)) != len(heights):
+            raise ValueError("two renditions have the same height")
+        return self
+
+    @property
+    def ladder(self) -> list[RenditionSpec]:
+        return sorted(self.renditions, key=lambda r: r.height)
+
+
+def load_profile_file(path: Path) -> Profile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data.setdefault("name", path.stem)
+        return Profile.model_validate(data)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"profile {path}: {error}") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"profile {path}: {where}: {first['msg']}") from None
+
+
+def available_profiles(user_dir: Path | None = None) -> dict[str, Path]:
+    """Profile name -> file; a user's file overrides a built-in one of the same name."""
+    found: dict[str, Path] = {}
+    builtin = resources.files("vidfarm") / "profiles"
+    for entry in builtin.iterdir():
+        if entry.name.endswith(".toml"):
+            found[entry.name[:-5]] = Path(str(entry))
+    if user_dir and user_dir.is_dir():
+        for path in sorted(user_dir.glob("*.toml")):
+            found[path.stem] = path
+    return found
+
+
+def load_profile(name: str, user_dir: Path | None = None) -> Profile:
+    if not _PROFILE_NAME.match(name):
+        raise InvalidParameters(f"invalid profile name {name!r}")
+    profiles = available_profiles(user_dir)
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise InvalidParameters(f"unknown profile {name!r} (available: {known})")
+    return load_profile_file(profiles[name])

@@ -1,0 +1,75 @@
+"""Tiny media made at test time with ffmpeg's lavfi sources, cached for the session."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vidfarm.media.profiles import Profile, load_profile
+from vidfarm.media.tools import ffmpeg_executable
+
+MakeMedia = Callable[..., Path]
+
+
+def run_ffmpeg_cli(*args: str) -> None:
+    subprocess.run(
+        [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def make_media(media_dir: Path) -> MakeMedia:
+    """make_media(name, *ffmpeg_args) -> path, generated once per session."""
+
+    def make(name: str, *args: str) -> Path:
+        target = media_dir / name
+        if not target.exists():
+            run_ffmpeg_cli(*args, str(target))
+        return target
+
+    return make
+
+
+def video_args(
+    size: str = "320x180",
+    rate: float = 25,
+    duration: float = 2.0,
+    *,
+    audio: bool = True,
+    extra: tuple[str, ...] = (),
+) -> tuple[str, ...]:
+    args: tuple[str, ...] = ("-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={duration}")
+    if audio:
+        args += ("-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}")
+    args += ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra)
+    if audio:
+        args += ("-c:a", "aac", "-shortest")
+    return args
+
+
+@pytest.fixture(scope="session")
+def small_clip(make_media: MakeMedia) -> Path:
+    """320x180, 25 fps, 2 s, with audio: the cheapest real input."""
+    return make_media("small.mp4", *video_args())
+
+
+@pytest.fixture(scope="session")
+def hd_clip(make_media: MakeMedia) -> Path:
+    """1920x1080, 30 fps, 12 s, with audio: a three-rendition ladder and an overview sprite."""
+    return make_media("hd.mp4", *video_args("1920x1080", 30, 12.0))
+
+
+@pytest.fixture(scope="session")
+def fast_profile() -> Profile:
+    """Pod's ladder with the fastest x264 preset: tests check structure, not quality."""
+    return load_profile("default").model_copy(update={"preset": "ultrafast"})
