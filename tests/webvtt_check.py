@@ -23,6 +23,12 @@ def cues(path: Path) -> list[tuple[str, str, str]]:
         for i, line in enumerate(lines):
             match = TIMING.match(line)
             if match:
-                found.append((normalise(match.group(1)), normalise(match.group(2)), "\n".join(lines[i + 1 :])))
+                found.append(
+                    (
+                        normalise(match.group(1)),
+                        normalise(match.group(2)),
+                        "\n".join(lines[i + 1 :]),
+                    )
+                )
                 break
     return found

@@ -67,6 +67,10 @@ class StorageUnavailable(TransientError):
     """The media store could not be read or written."""
 
 
+class DatabaseUnavailable(TransientError):
+    """The SQL database could not be reached."""
+
+
 class JobNotFound(VidfarmError):
     """No job has this id."""
 

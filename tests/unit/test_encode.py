@@ -11,10 +11,10 @@ import av
 import m3u8
 import numpy as np
 import pytest
+
 from fixtures_media import MakeMedia, video_args
 from readback import audio_codec, image_size, read_video, top_level_atoms
-
-from vidfarm.errors import InvalidMedia, InvalidParameters, JobCancelled, JobTimedOut
+from vidfarm.errors import InvalidParameters, JobCancelled, JobTimedOut
 from vidfarm.media.encode import EncodeResult, encode
 from vidfarm.media.profiles import Profile
 from vidfarm.media.tools import ffmpeg_executable
@@ -42,7 +42,9 @@ def hd_encode(
 ) -> tuple[Path, EncodeResult, list[float]]:
     progress: list[float] = []
     out = tmp_path_factory.mktemp("hd") / "out"
-    result = run_encode(hd_clip, out, fast_profile, on_progress=lambda p: progress.append(p) or True)
+    result = run_encode(
+        hd_clip, out, fast_profile, on_progress=lambda p: progress.append(p) or True
+    )
     return out, result, progress
 
 
@@ -80,9 +82,7 @@ def test_master_playlist_carries_measured_attributes(hd_encode) -> None:  # type
         assert video_codec.startswith("avc1.") and audio == "mp4a.40.2"
         # The peak really is the largest segment's bit rate, audio included.
         variant = m3u8.load(str(out / playlist.uri))
-        peak = max(
-            (out / s.uri).stat().st_size * 8 / s.duration for s in variant.segments
-        )
+        peak = max((out / s.uri).stat().st_size * 8 / s.duration for s in variant.segments)
         assert info.bandwidth == pytest.approx(peak, rel=0.001)
     assert seen == [(640, 360), (1280, 720), (1920, 1080)]
 
@@ -90,8 +90,11 @@ def test_master_playlist_carries_measured_attributes(hd_encode) -> None:  # type
 def test_renditions_have_right_size_duration_codecs_and_aligned_keyframes(hd_encode) -> None:  # type: ignore[no-untyped-def]
     out, _, _ = hd_encode
     expected_keys = [0, 2, 4, 6, 8, 10]
-    for name, (width, height) in {"360p": (640, 360), "720p": (1280, 720),
-                                  "1080p": (1920, 1080)}.items():
+    for name, (width, height) in {
+        "360p": (640, 360),
+        "720p": (1280, 720),
+        "1080p": (1920, 1080),
+    }.items():
         variant = m3u8.load(str(out / f"{name}.m3u8"))
         assert variant.is_independent_segments and variant.playlist_type == "vod"
         assert variant.target_duration <= 4
@@ -131,21 +134,41 @@ def test_artwork_thumbnails_and_sprite(hd_encode) -> None:  # type: ignore[no-un
     for tile in range(10):  # every tile holds a picture, none is padding
         assert pixels[:, tile * 160 : (tile + 1) * 160].std() > 10
     # Thumbnails are different frames (25/50/75 %), not one frame thrice.
-    digests = {hashlib.sha256((out / f"thumbnail_{n}.jpg").read_bytes()).digest()
-               for n in (1, 2, 3)}
+    digests = {
+        hashlib.sha256((out / f"thumbnail_{n}.jpg").read_bytes()).digest() for n in (1, 2, 3)
+    }
     assert len(digests) == 3
     assert result.manifest["source"]["path"] == "hd.mp4"
+
+
+def gray(path: Path, at: float | None = None) -> np.ndarray:
+    """The picture of an image, or of a video's frame at `at` seconds, as gray levels."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if at is None or frame.time >= at - 1e-6:
+                return frame.to_ndarray(format="gray").astype(float)
+    raise AssertionError(f"no frame at {at} in {path}")
+
+
+def test_thumbnails_show_the_frames_at_25_50_75_percent(hd_encode, hd_clip: Path) -> None:  # type: ignore[no-untyped-def]
+    out, _, _ = hd_encode
+    for n, at in ((1, 3.0), (2, 6.0), (3, 9.0)):
+        thumbnail = gray(out / f"thumbnail_{n}.jpg")
+        right = np.abs(thumbnail - gray(hd_clip, at)).mean()
+        wrong = np.abs(thumbnail - gray(hd_clip, at + 1.0)).mean()
+        assert right < 6 and wrong > 2 * right, (n, right, wrong)
 
 
 def test_progress_is_reported_and_monotonic(hd_encode) -> None:  # type: ignore[no-untyped-def]
     _, _, progress = hd_encode
     assert progress, "no progress reported"
     assert progress == sorted(progress)
-    assert 0 <= progress[0] and progress[-1] <= 100
+    assert progress[0] >= 0 and progress[-1] <= 100
 
 
-def test_cut_keeps_only_the_asked_span(make_media: MakeMedia, fast_profile: Profile,
-                                       tmp_path: Path) -> None:
+def test_cut_keeps_only_the_asked_span(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
     source = make_media("six.mp4", *video_args(duration=6.0))
     result = run_encode(source, tmp_path / "out", fast_profile, start=1.0, end=4.0)
     assert result.manifest["duration"] == pytest.approx(3.0)
@@ -157,7 +180,9 @@ def test_cut_keeps_only_the_asked_span(make_media: MakeMedia, fast_profile: Prof
     assert not (tmp_path / "bad").exists()
 
 
-def test_output_folder_must_be_empty(small_clip: Path, fast_profile: Profile, tmp_path: Path) -> None:
+def test_output_folder_must_be_empty(
+    small_clip: Path, fast_profile: Profile, tmp_path: Path
+) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(InvalidParameters, match="not empty"):
@@ -165,7 +190,9 @@ def test_output_folder_must_be_empty(small_clip: Path, fast_profile: Profile, tm
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
-def test_cancel_removes_partial_outputs(hd_clip: Path, fast_profile: Profile, tmp_path: Path) -> None:
+def test_cancel_removes_partial_outputs(
+    hd_clip: Path, fast_profile: Profile, tmp_path: Path
+) -> None:
     calls: list[float] = []
 
     def stop_soon(percent: float) -> bool:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 import webvtt_check
 from fixtures_media import MakeMedia, run_ffmpeg_cli, video_args
 from readback import audio_codec, image_size, read_video
-
 from vidfarm.errors import InvalidMedia
 from vidfarm.media.encode import EncodeResult, encode
 from vidfarm.media.probe import probe
@@ -51,9 +51,17 @@ def test_rotated_phone_video_is_portrait(
 
 def test_variable_frame_rate(make_media: MakeMedia, fast_profile: Profile, tmp_path: Path) -> None:
     source = make_media(
-        "vfr.mp4", "-f", "lavfi", "-i",
+        "vfr.mp4",
+        "-f",
+        "lavfi",
+        "-i",
         "testsrc2=s=320x240:r=30:d=5,setpts='N/30/TB+if(gte(N,60),0.5/TB,0)'",
-        "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast",
+        "-fps_mode",
+        "vfr",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
     )
     info = probe(source)
     assert info.main_video and info.main_video.variable_frame_rate
@@ -79,8 +87,17 @@ def test_interlaced_source_is_deinterlaced(
     make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
 ) -> None:
     source = make_media(
-        "interlaced.mp4", "-f", "lavfi", "-i", "testsrc2=s=720x576:r=50:d=2,interlace",
-        "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ildct+ilme",
+        "interlaced.mp4",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=720x576:r=50:d=2,interlace",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-flags",
+        "+ildct+ilme",
     )
     assert probe(source).main_video.interlaced  # type: ignore[union-attr]
     run_encode(source, tmp_path / "out", fast_profile)
@@ -109,12 +126,30 @@ def test_video_without_audio(make_media: MakeMedia, fast_profile: Profile, tmp_p
     assert audio_codec(tmp_path / "out" / "360p.mp4") is None
 
 
-def test_audio_only_with_cover(make_media: MakeMedia, fast_profile: Profile, tmp_path: Path) -> None:
+def test_audio_only_with_cover(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
     cover = make_media("cover.jpg", "-f", "lavfi", "-i", "testsrc2=s=300x300", "-frames:v", "1")
     source = make_media(
-        "song.mp3", "-f", "lavfi", "-i", "sine=f=330:d=3", "-i", str(cover), "-map", "0:a",
-        "-map", "1:v", "-c:a", "libmp3lame", "-c:v", "copy", "-id3v2_version", "3",
-        "-disposition:v", "attached_pic",
+        "song.mp3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=330:d=3",
+        "-i",
+        str(cover),
+        "-map",
+        "0:a",
+        "-map",
+        "1:v",
+        "-c:a",
+        "libmp3lame",
+        "-c:v",
+        "copy",
+        "-id3v2_version",
+        "3",
+        "-disposition:v",
+        "attached_pic",
     )
     info = probe(source)
     assert info.is_audio_only and info.pictures
@@ -134,18 +169,37 @@ def test_embedded_subtitles_become_webvtt(
     make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
 ) -> None:
     srt = tmp_path / "subs.srt"
-    srt.write_text("1\n00:00:00,200 --> 00:00:01,000\nHello there\n\n"
-                   "2\n00:00:01,100 --> 00:00:01,900\nSecond line\n")
+    srt.write_text(
+        "1\n00:00:00,200 --> 00:00:01,000\nHello there\n\n"
+        "2\n00:00:01,100 --> 00:00:01,900\nSecond line\n"
+    )
     base = make_media("for-subs.mp4", *video_args())
     source = tmp_path / "subbed.mkv"
-    run_ffmpeg_cli("-i", str(base), "-i", str(srt), "-map", "0", "-map", "1", "-c", "copy",
-                   "-c:s", "srt", "-metadata:s:s:0", "language=fra", str(source))
+    run_ffmpeg_cli(
+        "-i",
+        str(base),
+        "-i",
+        str(srt),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-c",
+        "copy",
+        "-c:s",
+        "srt",
+        "-metadata:s:s:0",
+        "language=fra",
+        str(source),
+    )
     result = run_encode(source, tmp_path / "out", fast_profile)
     subtitle = kinds(result)["subtitle"]
     assert [(e["path"], e["language"]) for e in subtitle] == [("subtitle_0_fra.vtt", "fra")]
     cues = webvtt_check.cues(tmp_path / "out" / "subtitle_0_fra.vtt")
-    assert cues == [("00:00:00.200", "00:00:01.000", "Hello there"),
-                    ("00:00:01.100", "00:00:01.900", "Second line")]
+    assert cues == [
+        ("00:00:00.200", "00:00:01.000", "Hello there"),
+        ("00:00:01.100", "00:00:01.900", "Second line"),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +215,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
     files["empty"].write_bytes(b"")
     files["random"].write_bytes(os.urandom(64 * 1024))
     files["text"].write_text("this is not a video\n" * 100)
-    run_ffmpeg_cli("-f", "lavfi", "-i", "testsrc2=s=320x240", "-frames:v", "1",
-                   str(files["still"]))
+    run_ffmpeg_cli("-f", "lavfi", "-i", "testsrc2=s=320x240", "-frames:v", "1", str(files["still"]))
     faststart = folder / "faststart.mp4"
     run_ffmpeg_cli("-i", str(hd_clip), "-c", "copy", "-movflags", "+faststart", str(faststart))
     data = faststart.read_bytes()

@@ -21,9 +21,18 @@ def media(
         bitrate=None,
         video=[
             VideoStreamInfo(
-                index=0, codec="h264", width=width, height=height, rotation=rotation,
-                sample_aspect=sar, fps=fps, variable_frame_rate=False, pix_fmt="yuv420p",
-                bit_depth=8, bitrate=None, interlaced=False,
+                index=0,
+                codec="h264",
+                width=width,
+                height=height,
+                rotation=rotation,
+                sample_aspect=sar,
+                fps=fps,
+                variable_frame_rate=False,
+                pix_fmt="yuv420p",
+                bit_depth=8,
+                bitrate=None,
+                interlaced=False,
             )
         ],
         audio=[AudioStreamInfo(index=1, codec="aac", channels=2, sample_rate=48000, bitrate=None)],
@@ -40,8 +49,9 @@ def sizes(info: MediaInfo, profile: Profile) -> list[tuple[str, int, int]]:
 
 
 def test_pod_default_ladder_values(pod: Profile) -> None:
-    ladder = [(r.height, r.video_bitrate, r.max_video_bitrate, r.audio_bitrate, r.mp4)
-              for r in pod.ladder]
+    ladder = [
+        (r.height, r.video_bitrate, r.max_video_bitrate, r.audio_bitrate, r.mp4) for r in pod.ladder
+    ]
     assert ladder == [
         (360, 750_000, 1_000_000, 96_000, True),
         (720, 2_000_000, 3_000_000, 128_000, True),
@@ -51,7 +61,9 @@ def test_pod_default_ladder_values(pod: Profile) -> None:
 
 def test_full_ladder_for_1080p(pod: Profile) -> None:
     assert sizes(media(1920, 1080), pod) == [
-        ("360p", 640, 360), ("720p", 1280, 720), ("1080p", 1920, 1080)
+        ("360p", 640, 360),
+        ("720p", 1280, 720),
+        ("1080p", 1920, 1080),
     ]
 
 
@@ -117,8 +129,10 @@ def test_user_profile_overrides_and_validates(tmp_path) -> None:  # type: ignore
     )
     profile = load_profile("small", tmp_path)
     assert (profile.name, profile.preset, profile.ladder[0].height) == ("small", "veryfast", 240)
-    (tmp_path / "bad.toml").write_text('segment_duration = 5\nkeyframe_interval = 2\nrenditions = []\n')
-    with pytest.raises(ConfigError, match="bad.toml"):
+    (tmp_path / "bad.toml").write_text(
+        "segment_duration = 5\nkeyframe_interval = 2\nrenditions = []\n"
+    )
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_profile_file(tmp_path / "bad.toml")
     with pytest.raises(InvalidParameters, match="unknown profile 'nope'"):
         load_profile("nope", tmp_path)

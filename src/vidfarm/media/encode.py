@@ -87,8 +87,13 @@ def plan_encode(
     ]
     if info.main_video is None:
         return EncodePlan(
-            info=info, profile=profile, ladder=None, start=cut_start, duration=duration,
-            subtitles=subtitles, cover=cover,
+            info=info,
+            profile=profile,
+            ladder=None,
+            start=cut_start,
+            duration=duration,
+            subtitles=subtitles,
+            cover=cover,
         )
     ladder = plan_ladder(info, profile, only=only)
     sprite = None
@@ -113,7 +118,9 @@ def plan_encode(
     )
 
 
-def _check_cut(media_duration: float, start: float | None, end: float | None) -> tuple[float, float]:
+def _check_cut(
+    media_duration: float, start: float | None, end: float | None
+) -> tuple[float, float]:
     begin = 0.0 if start is None else float(start)
     finish = media_duration if end is None else float(end)
     if begin < 0 or not math.isfinite(begin):
@@ -129,27 +136,56 @@ def _check_cut(media_duration: float, start: float | None, end: float | None) ->
 
 def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
     """The whole pass as an argument list; output names are relative to the output folder."""
+    args = _input_args(plan, source)
+    if plan.ladder is not None:
+        args += _video_args(plan, plan.ladder)
+    else:
+        args += _audio_only_args(plan)
+    if plan.has_audio:
+        args += [
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-c:a",
+            "libmp3lame",
+            "-q:a",
+            str(plan.profile.mp3_quality),
+            "audio.mp3",
+        ]
+    if plan.cover is not None:
+        extension = "png" if plan.cover.codec == "png" else "jpg"
+        args += [
+            "-map",
+            f"0:{plan.cover.index}",
+            "-c",
+            "copy",
+            "-frames:v",
+            "1",
+            "-update",
+            "1",
+            f"thumbnail_0.{extension}",
+        ]
+    return args
+
+
+def build_subtitle_args(plan: EncodePlan, source: Path) -> list[str]:
+    """Subtitles get their own quick demux-only pass: a subtitle output receives its first
+    packet only when the first cue comes, and ffmpeg reports no progress until every output
+    has one. This pass decodes no video."""
+    args = _input_args(plan, source)
+    for stream, name in plan.subtitles:
+        args += ["-map", f"0:{stream.index}", "-c:s", "webvtt", name]
+    return args
+
+
+def _input_args(plan: EncodePlan, source: Path) -> list[str]:
     args: list[str] = []
     if plan.start > 0:
         args += ["-ss", f"{plan.start:.3f}"]
     if plan.start > 0 or plan.duration < plan.info.duration - 0.001:
         args += ["-t", f"{plan.duration:.3f}"]
     # "file:" stops ffmpeg from reading a crafted name as a protocol (http:, concat:, ...).
-    args += ["-i", f"file:{source.resolve()}"]
-    if plan.ladder is not None:
-        args += _video_args(plan, plan.ladder)
-    else:
-        args += _audio_only_args(plan)
-    if plan.has_audio:
-        args += ["-map", "0:a:0", "-vn", "-c:a", "libmp3lame", "-q:a", str(plan.profile.mp3_quality),
-                 "audio.mp3"]
-    if plan.cover is not None:
-        extension = "png" if plan.cover.codec == "png" else "jpg"
-        args += ["-map", f"0:{plan.cover.index}", "-c", "copy", "-frames:v", "1", "-update", "1",
-                 f"thumbnail_0.{extension}"]
-    for stream, name in plan.subtitles:
-        args += ["-map", f"0:{stream.index}", "-c:s", "webvtt", name]
-    return args
+    return [*args, "-i", f"file:{source.resolve()}"]
 
 
 def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
@@ -173,17 +209,21 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
     top = ladder.top
     offset = len(ladder.renditions)
     for j, at in enumerate(plan.thumbnails_at):
+        # The first frame goes out at once, then the wanted one overwrites it (-update 1):
+        # ffmpeg reports no progress until every output has received a frame.
         graph.append(
-            f"[b{offset + j}]trim=start={at:.3f},trim=end_frame=1,"
+            f"[b{offset + j}]select='eq(n,0)+gte(t,{at:.3f})*lt(prev_selected_t,{at:.3f})',"
             f"scale={top.width}:{top.height},setsar=1,format=yuvj420p[t{j}]"
         )
     if plan.sprite:
         sprite = plan.sprite
         step = f"{sprite.step:.6f}"
+        # A sliding tile emits at every picked frame (again for progress); the last one wins.
         graph.append(
             f"[b{branches - 1}]select='isnan(prev_selected_t)+gt(floor(t/{step}),"
             f"floor(prev_selected_t/{step}))',scale={sprite.tile_width}:{sprite.tile_height},"
-            f"setsar=1,tile={sprite.tiles}x1[sprite]"
+            f"setsar=1,tile={sprite.tiles}x1:overlap={sprite.tiles - 1}:"
+            f"init_padding={sprite.tiles - 1}[sprite]"
         )
     args = ["-filter_complex", ";".join(graph), "-max_muxing_queue_size", "4000"]
     for i, rendition in enumerate(ladder.renditions):
@@ -195,48 +235,76 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             args += _aac_args(profile, rendition.audio_bitrate)
         hls = _hls_options(profile, rendition.name)
         if rendition.mp4:
-            args += ["-f", "tee", f"[{hls}]{rendition.name}.m3u8|"
-                     f"[f=mp4:movflags=+faststart]{rendition.name}.mp4"]
+            args += [
+                "-f",
+                "tee",
+                f"[{hls}]{rendition.name}.m3u8|[f=mp4:movflags=+faststart]{rendition.name}.mp4",
+            ]
         else:
             args += ["-f", "hls", *_as_flags(hls), f"{rendition.name}.m3u8"]
     for j in range(len(plan.thumbnails_at)):
-        args += ["-map", f"[t{j}]", "-frames:v", "1", "-update", "1", "-q:v", "3",
-                 f"thumbnail_{j + 1}.jpg"]
+        args += ["-map", f"[t{j}]", "-update", "1", "-q:v", "3", f"thumbnail_{j + 1}.jpg"]
     if plan.sprite:
-        args += ["-map", "[sprite]", "-frames:v", "1", "-update", "1", "overview.png"]
+        args += ["-map", "[sprite]", "-update", "1", "overview.png"]
     return args
 
 
 def _audio_only_args(plan: EncodePlan) -> list[str]:
     profile = plan.profile
     hls = _hls_options(profile, "audio")
-    return ["-map", "0:a:0", "-vn", *_aac_args(profile, profile.audio_only_bitrate),
-            "-f", "tee", f"[f=ipod:movflags=+faststart]audio.m4a|[{hls}]audio.m3u8"]
+    return [
+        "-map",
+        "0:a:0",
+        "-vn",
+        *_aac_args(profile, profile.audio_only_bitrate),
+        "-f",
+        "tee",
+        f"[f=ipod:movflags=+faststart]audio.m4a|[{hls}]audio.m3u8",
+    ]
 
 
 def _x264_args(profile: Profile, ladder: Ladder, rendition: Rendition) -> list[str]:
     keyframes = f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})"
     return [
-        "-c:v", "libx264", "-preset", profile.preset, "-profile:v", profile.x264_profile,
-        "-crf", str(profile.crf), "-maxrate", str(rendition.max_video_bitrate),
-        "-bufsize", str(rendition.max_video_bitrate * 2),
-        "-g", str(ladder.gop_frames), "-sc_threshold", "0", "-force_key_frames", keyframes,
+        "-c:v",
+        "libx264",
+        "-preset",
+        profile.preset,
+        "-profile:v",
+        profile.x264_profile,
+        "-crf",
+        str(profile.crf),
+        "-maxrate",
+        str(rendition.max_video_bitrate),
+        "-bufsize",
+        str(rendition.max_video_bitrate * 2),
+        "-g",
+        str(ladder.gop_frames),
+        "-sc_threshold",
+        "0",
+        "-force_key_frames",
+        keyframes,
         # Keep the source's frame timing: never invent frames to fill gaps in VFR sources.
-        "-fps_mode", "vfr",
+        "-fps_mode",
+        "vfr",
     ]
 
 
 def _aac_args(profile: Profile, bitrate: int) -> list[str]:
-    return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate),
-            "-ac", "2"]
+    return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate), "-ac", "2"]
 
 
 def _hls_options(profile: Profile, name: str) -> str:
-    return ":".join([
-        "f=hls", f"hls_time={profile.segment_duration:g}", "hls_playlist_type=vod",
-        "hls_flags=independent_segments", "hls_segment_type=mpegts",
-        f"hls_segment_filename={name}_%05d.ts",
-    ])
+    return ":".join(
+        [
+            "f=hls",
+            f"hls_time={profile.segment_duration:g}",
+            "hls_playlist_type=vod",
+            "hls_flags=independent_segments",
+            "hls_segment_type=mpegts",
+            f"hls_segment_filename={name}_%05d.ts",
+        ]
+    )
 
 
 def _as_flags(tee_options: str) -> list[str]:
@@ -286,6 +354,14 @@ def encode(
             on_progress=on_progress,
             time_limit=max(time_limit_min, time_limit_factor * plan.duration),
         )
+        if plan.subtitles:
+            run_ffmpeg(
+                ffmpeg,
+                build_subtitle_args(plan, source),
+                duration=plan.duration,
+                cwd=staging,
+                time_limit=max(time_limit_min, plan.duration),
+            )
         manifest = describe_outputs(plan, staging)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if out_dir.exists():
@@ -305,23 +381,44 @@ def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
         fps = plan.ladder.fps or plan.ladder.source_fps
         for rendition in plan.ladder.renditions:
             variant = _variant(folder, f"{rendition.name}.m3u8", plan)
-            variant = Variant(**{**variant.__dict__, "resolution": (rendition.width, rendition.height),
-                                 "frame_rate": fps})
+            variant = Variant(
+                **{
+                    **variant.__dict__,
+                    "resolution": (rendition.width, rendition.height),
+                    "frame_rate": fps,
+                }
+            )
             variants.append(variant)
             outputs.append(_hls_entry(folder, variant, rendition.width, rendition.height))
             if rendition.mp4:
-                outputs.append(_entry(folder, f"{rendition.name}.mp4", "mp4",
-                                      width=rendition.width, height=rendition.height,
-                                      codecs=variant.codecs))
+                outputs.append(
+                    _entry(
+                        folder,
+                        f"{rendition.name}.mp4",
+                        "mp4",
+                        width=rendition.width,
+                        height=rendition.height,
+                        codecs=variant.codecs,
+                    )
+                )
     else:
         variant = _variant(folder, "audio.m3u8", plan)
         variants.append(variant)
         outputs.append(_hls_entry(folder, variant, None, None))
-        outputs.append(_entry(folder, "audio.m4a", "audio", codecs=AAC_LC,
-                              bandwidth=plan.profile.audio_only_bitrate))
+        outputs.append(
+            _entry(
+                folder,
+                "audio.m4a",
+                "audio",
+                codecs=AAC_LC,
+                bandwidth=plan.profile.audio_only_bitrate,
+            )
+        )
     (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
-    outputs.insert(0, _entry(folder, MASTER_PLAYLIST, "hls_master",
-                             bandwidth=max(v.bandwidth for v in variants)))
+    outputs.insert(
+        0,
+        _entry(folder, MASTER_PLAYLIST, "hls_master", bandwidth=max(v.bandwidth for v in variants)),
+    )
     if (folder / "audio.mp3").exists():
         outputs.append(_entry(folder, "audio.mp3", "audio", codecs="mp3"))
     for thumbnail in sorted(folder.glob("thumbnail_*")):
@@ -329,8 +426,15 @@ def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
     if plan.sprite and (folder / "overview.png").exists():
         sprite = plan.sprite
         (folder / "overview.vtt").write_text(overview_vtt(sprite, plan.duration), encoding="utf-8")
-        outputs.append(_entry(folder, "overview.png", "overview_sprite",
-                              width=sprite.tile_width * sprite.tiles, height=sprite.tile_height))
+        outputs.append(
+            _entry(
+                folder,
+                "overview.png",
+                "overview_sprite",
+                width=sprite.tile_width * sprite.tiles,
+                height=sprite.tile_height,
+            )
+        )
         outputs.append(_entry(folder, "overview.vtt", "overview_vtt"))
     for stream, name in plan.subtitles:
         if (folder / name).exists():
@@ -357,25 +461,52 @@ def _variant(folder: Path, playlist: str, plan: EncodePlan) -> Variant:
     )
 
 
-def _hls_entry(folder: Path, variant: Variant, width: int | None, height: int | None) -> dict[str, Any]:
-    entry = _entry(folder, variant.playlist, "hls_variant", width=width, height=height,
-                   bandwidth=variant.bandwidth, codecs=variant.codecs)
+def _hls_entry(
+    folder: Path, variant: Variant, width: int | None, height: int | None
+) -> dict[str, Any]:
+    entry = _entry(
+        folder,
+        variant.playlist,
+        "hls_variant",
+        width=width,
+        height=height,
+        bandwidth=variant.bandwidth,
+        codecs=variant.codecs,
+    )
     entry["average_bandwidth"] = variant.average_bandwidth
     entry["segments"] = [
-        {"path": s.uri, "size": (folder / s.uri).stat().st_size, "sha256": sha256_of(folder / s.uri),
-         "duration": s.duration}
+        {
+            "path": s.uri,
+            "size": (folder / s.uri).stat().st_size,
+            "sha256": sha256_of(folder / s.uri),
+            "duration": s.duration,
+        }
         for s in read_media_playlist(folder / variant.playlist)
     ]
     return entry
 
 
-def _entry(folder: Path, name: str, kind: str, *, width: int | None = None,
-           height: int | None = None, bandwidth: int | None = None,
-           codecs: str | None = None) -> dict[str, Any]:
+def _entry(
+    folder: Path,
+    name: str,
+    kind: str,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    bandwidth: int | None = None,
+    codecs: str | None = None,
+) -> dict[str, Any]:
     path = folder / name
-    return {"kind": kind, "path": name, "width": width, "height": height,
-            "bandwidth": bandwidth, "codecs": codecs, "size": path.stat().st_size,
-            "sha256": sha256_of(path)}
+    return {
+        "kind": kind,
+        "path": name,
+        "width": width,
+        "height": height,
+        "bandwidth": bandwidth,
+        "codecs": codecs,
+        "size": path.stat().st_size,
+        "sha256": sha256_of(path),
+    }
 
 
 def sha256_of(path: Path) -> str:

@@ -6,6 +6,7 @@ started. Failures become classified errors carrying the exit code and the end of
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,8 +53,18 @@ def run_ffmpeg(
 ) -> FFmpegRun:
     """Run `ffmpeg args...`, reporting progress against `duration` seconds of output."""
     command = [
-        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
-        "-stats_period", "0.5", "-progress", "pipe:1", "-y", *args,
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-stats_period",
+        "0.5",
+        "-progress",
+        "pipe:1",
+        "-y",
+        *args,
     ]
     started = time.monotonic()
     process = subprocess.Popen(
@@ -76,6 +87,7 @@ def run_ffmpeg(
         watchdog.daemon = True
         watchdog.start()
     cancelled = False
+    best = 0.0  # ffmpeg's out_time wanders between streams; users expect a bar that only grows
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -83,7 +95,10 @@ def run_ffmpeg(
             if key != "out_time_us" or on_progress is None or cancelled:
                 continue
             percent = _percent(value, duration)
-            if percent is not None and not on_progress(percent):
+            if percent is None:
+                continue
+            best = max(best, percent)
+            if not on_progress(best):
                 cancelled = True
                 _kill_group(process)
     except BaseException:
@@ -146,7 +161,5 @@ def _expire(process: subprocess.Popen[str], timed_out: threading.Event) -> None:
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -41,7 +41,7 @@ class Ladder:
 
 
 def even(value: float) -> int:
-    return max(2, int(round(value / 2.0)) * 2)
+    return max(2, round(value / 2.0) * 2)
 
 
 def output_fps(source_fps: float | None, max_fps: float) -> float | None:
@@ -61,9 +61,7 @@ def _size_for(short_side: int, aspect: float, portrait: bool, long_max: int) -> 
     return (short_side, long_side) if portrait else (long_side, short_side)
 
 
-def plan_ladder(
-    info: MediaInfo, profile: Profile, *, only: RenditionSpec | None = None
-) -> Ladder:
+def plan_ladder(info: MediaInfo, profile: Profile, *, only: RenditionSpec | None = None) -> Ladder:
     video = info.main_video
     if video is None:
         raise ValueError("plan_ladder needs a video stream")
@@ -73,9 +71,7 @@ def plan_ladder(
     aspect = width / height
     specs = [only] if only else profile.ladder
     chosen: list[RenditionSpec] = [
-        spec
-        for spec in specs
-        if short >= spec.height - spec.height * profile.threshold / 100
+        spec for spec in specs if short >= spec.height - spec.height * profile.threshold / 100
     ]
     if not chosen or chosen[0] is not specs[0]:
         chosen.insert(0, specs[0])  # the lowest rendition is always made

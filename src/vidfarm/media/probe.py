@@ -218,17 +218,22 @@ def _video_stream(container: Any, stream: Any, language: str | None) -> VideoStr
     )
 
 
-def _with_first_frame_checked(container: Any, info: VideoStreamInfo, source: Path) -> VideoStreamInfo:
+def _with_first_frame_checked(
+    container: Any, info: VideoStreamInfo, source: Path
+) -> VideoStreamInfo:
     """Decode one frame: proves the stream is decodable and reveals the display rotation."""
     stream = container.streams[info.index]
     try:
         for frame in container.decode(stream):
             rotation = round(-float(frame.rotation or 0)) % 360
             width, height = info.width or frame.width, info.height or frame.height
-            return VideoStreamInfo(**{**asdict(info), "rotation": rotation, "width": width,
-                                      "height": height})
+            return VideoStreamInfo(
+                **{**asdict(info), "rotation": rotation, "width": width, "height": height}
+            )
     except av.FFmpegError as error:
-        raise InvalidMedia(f"{source.name}: the video cannot be decoded ({_reason(error)})") from None
+        raise InvalidMedia(
+            f"{source.name}: the video cannot be decoded ({_reason(error)})"
+        ) from None
     raise InvalidMedia(f"{source.name}: the video stream has no decodable frame")
 
 

@@ -60,7 +60,14 @@ class Profile(BaseModel):
     name: str
     description: str = ""
     preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
         "veryslow",
     ] = "medium"
     crf: Annotated[int, Field(ge=0, le=51)] = 20
