@@ -1,0 +1,85 @@
+"""The reconcile loop: return lost jobs to the queue and dispatch jobs that are due.
+
+It only reads and fixes SQL, so running it twice (serve and `vidfarm process-tasks` at once)
+is harmless: reclaiming and queueing are conditional updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidfarm import jobs
+from vidfarm.config import Settings
+from vidfarm.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    reclaimed: list[str]  # running jobs whose lease expired, now pending (or failed)
+    dispatched: list[str]  # pending jobs handed to the dispatcher
+
+
+class Scheduler:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sessions = session_factory
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._rng = rng
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self, now: datetime | None = None) -> TickResult:
+        """One reconcile pass; `vidfarm process-tasks` runs exactly this once."""
+        now = jobs.utcnow() if now is None else jobs.as_utc(now)
+        with self._sessions() as session:
+            reclaimed = jobs.reclaim_expired(
+                session,
+                now,
+                retry_base=self._settings.retry_base_seconds,
+                retry_max=self._settings.retry_max_seconds,
+                rng=self._rng,
+            )
+            due = jobs.due_pending(session, now)
+        if reclaimed:
+            log.warning("reclaimed jobs whose worker was lost: %s", reclaimed)
+        if due:
+            self._dispatcher.dispatch(due)
+        return TickResult(reclaimed=reclaimed, dispatched=due)
+
+    def start(self) -> None:
+        """Tick every poll_seconds in a background thread until stop()."""
+        if self._thread is not None:
+            raise RuntimeError("scheduler already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="vidfarm-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                # SQL or the broker is down: keep looping, the next tick repairs everything.
+                log.exception("scheduler tick failed")
+            self._stop.wait(self._settings.poll_seconds)
