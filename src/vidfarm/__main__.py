@@ -1,0 +1,5 @@
+"""`python -m vidfarm` is the `vidfarm` command."""
+
+from vidfarm.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""Wiring: settings -> database (migrated) + storage + the embedded farm, for CLI and server."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidfarm.claims import Claim, Reporter
+from vidfarm.config import Settings
+from vidfarm.db import make_engine, make_session_factory, migrate
+from vidfarm.errors import ConfigError, DatabaseUnavailable, InvalidParameters
+from vidfarm.media.profiles import load_profile
+from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
+from vidfarm.scheduler import Scheduler
+from vidfarm.storage import LocalStorage, Storage
+from vidfarm.worker import run_job
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    storage: Storage
+    pool: WorkerPool | None = None
+    scheduler: Scheduler | None = None
+    dispatcher: LocalDispatcher | None = field(default=None)
+
+    def run_job(self, claim: Claim, reporter: Reporter) -> None:
+        run_job(claim, reporter, settings=self.settings, storage=self.storage)
+
+    def start_farm(self) -> None:
+        """Start the embedded worker pool and the reconcile loop in this process."""
+        self.pool = WorkerPool(self.sessions, self.settings, self.run_job)
+        self.dispatcher = LocalDispatcher(self.sessions, self.pool)
+        self.scheduler = Scheduler(self.sessions, self.dispatcher, self.settings)
+        self.pool.start()
+        self.scheduler.start()
+        self.scheduler.tick()
+
+    def stop_farm(self, timeout: float = 30.0) -> None:
+        """Hand running jobs back to the queue and stop; nothing is lost on a clean stop."""
+        if self.scheduler:
+            self.scheduler.stop(timeout)
+        if self.pool:
+            self.pool.stop(graceful=True, timeout=timeout)
+
+    def close(self) -> None:
+        self.stop_farm()
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings) -> Runtime:
+    """Check what can only be checked against the world, then open the database (migrated)."""
+    try:
+        load_profile(settings.default_profile, settings.user_profiles_dir)
+    except InvalidParameters as error:
+        raise ConfigError(f"invalid setting VIDFARM_DEFAULT_PROFILE: {error}") from None
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"invalid setting VIDFARM_DATA_DIR: {error.strerror}") from None
+    try:
+        engine = make_engine(settings.resolved_database_url)
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ConfigError(f"invalid setting VIDFARM_DATABASE_URL: {error}") from None
+    try:
+        migrate(engine)
+    except OperationalError as error:
+        engine.dispose()
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise DatabaseUnavailable(f"cannot reach the database: {reason}") from None
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        storage=LocalStorage(settings.media_dir),
+    )

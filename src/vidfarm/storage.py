@@ -1,0 +1,110 @@
+"""Where sources and published outputs live. Keys are relative, '/'-separated paths.
+
+Publication is atomic: a folder of outputs is copied under a hidden temporary name and renamed
+into place, so readers never see half of an attempt's outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Protocol
+
+from vidfarm.errors import InvalidParameters, StorageUnavailable
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store: absolute, '..', backslashes, empty parts."""
+    if not key or "\\" in key or "\x00" in key or key.startswith("/"):
+        raise InvalidParameters(f"invalid storage key {key!r}")
+    parts = PurePosixPath(key).parts
+    if any(part in ("", ".", "..") for part in parts) or any(p.startswith(".") for p in parts):
+        raise InvalidParameters(f"invalid storage key {key!r}")
+    return "/".join(parts)
+
+
+class Storage(Protocol):
+    def local_path(self, key: str) -> Path | None:
+        """A path to read the object without copying, when the store is a local folder."""
+        ...
+
+    def put_stream(self, key: str, stream: BinaryIO) -> int: ...
+
+    def put_file(self, source: Path, key: str) -> None: ...
+
+    def download(self, key: str, target: Path) -> None: ...
+
+    def publish_dir(self, folder: Path, prefix: str) -> list[str]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalStorage:
+    """A folder on a local or shared (NFS) file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)
+
+    def put_stream(self, key: str, stream: BinaryIO) -> int:
+        target = self.path(key)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with temporary.open("wb") as handle:
+                shutil.copyfileobj(stream, handle, 1 << 20)
+                size = handle.tell()
+            os.replace(temporary, target)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise StorageUnavailable(f"cannot write {key}: {error.strerror}") from None
+        return size
+
+    def put_file(self, source: Path, key: str) -> None:
+        with source.open("rb") as handle:
+            self.put_stream(key, handle)
+
+    def download(self, key: str, target: Path) -> None:
+        try:
+            shutil.copyfile(self.path(key), target)
+        except OSError as error:
+            raise StorageUnavailable(f"cannot read {key}: {error.strerror}") from None
+
+    def publish_dir(self, folder: Path, prefix: str) -> list[str]:
+        """Move (or copy) `folder` to `prefix` in one rename; the folder is consumed."""
+        final = self.path(prefix)
+        temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(folder, temporary)  # same file system: a move costs nothing
+            except OSError:
+                shutil.copytree(folder, temporary)
+            os.rename(temporary, final)  # fails if the prefix was already published
+        except OSError as error:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise StorageUnavailable(f"cannot publish {prefix}: {error.strerror}") from None
+        return sorted(
+            f"{check_key(prefix)}/{p.relative_to(final).as_posix()}"
+            for p in final.rglob("*")
+            if p.is_file()
+        )
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def delete_prefix(self, prefix: str) -> None:
+        target = self.path(prefix)
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)

@@ -1,0 +1,178 @@
+"""The embedded farm as a user runs it: `vidfarm serve` in one process, the CLI in another.
+
+Stopping the server, gracefully or with kill -9, must lose no job: a job handed back or whose
+lease expired runs again, and exactly one attempt's outputs are published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+VIDFARM = [sys.executable, "-m", "vidfarm"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Farm:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "VIDFARM_DATA_DIR": str(data_dir),
+            "VIDFARM_PORT": str(self.port),
+            "VIDFARM_LEASE_SECONDS": "3",
+            "VIDFARM_POLL_SECONDS": "0.2",
+            "VIDFARM_RETRY_BASE_SECONDS": "0.1",
+            "VIDFARM_RETRY_MAX_SECONDS": "0.5",
+        }
+        self.server: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*VIDFARM, *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"vidfarm {args} failed: {result.stderr}")
+        return result
+
+    def start(self) -> None:
+        log = (self.data_dir / "serve.log").open("ab")
+        self.server = subprocess.Popen(
+            [*VIDFARM, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("vidfarm serve did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.server and self.server.poll() is None:
+            self.server.send_signal(sig)
+            self.server.wait(timeout=60)
+        self.server = None
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = httpx.get(f"http://127.0.0.1:{self.port}/api/v1/jobs/{job_id}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def wait_for(self, job_id: str, predicate: Any, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if predicate(job):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} never got there: {self.job(job_id)}")
+
+    def submit(self, source: Path) -> str:
+        out = self.cli("submit", str(source)).stdout
+        return out.split()[1]
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[Farm]:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    # A slow-enough encode to be stopped in the middle on purpose.
+    (profiles / "default.toml").write_text(
+        'preset = "veryfast"\nkeyframe_interval = 2\nsegment_duration = 4\n'
+        '[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\nvideo_bitrate = "750k"\n'
+        'max_video_bitrate = "1000k"\naudio_bitrate = "96k"\nmp4 = true\n'
+        '[[renditions]]\nheight = 1080\nmin_video_bitrate = "2000k"\nvideo_bitrate = "3000k"\n'
+        'max_video_bitrate = "4500k"\naudio_bitrate = "192k"\nmp4 = false\n'
+    )
+    farm = Farm(tmp_path)
+    yield farm
+    farm.stop(signal.SIGKILL)
+
+
+def published(farm: Farm, job_id: str) -> list[Path]:
+    root = farm.data_dir / "media" / "videos"
+    return sorted(p for p in root.glob(f"*/{job_id}/*") if p.is_dir())
+
+
+def test_submit_runs_on_the_server_and_publishes(farm: Farm, small_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(small_clip)
+    job = farm.wait_for(job_id, lambda j: j["status"] == "completed")
+    assert job["attempts"] == 1 and job["progress"] == 100
+    [folder] = published(farm, job_id)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {o["kind"] for o in manifest["outputs"]} >= {"hls_master", "hls_variant", "mp4"}
+    shown = farm.cli("job", job_id).stdout
+    assert "completed" in shown and "master.m3u8" in shown
+    listed = farm.cli("jobs", "--status", "completed").stdout
+    assert job_id in listed
+
+
+def test_kill_nine_mid_encode_loses_nothing(farm: Farm, hd_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(hd_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    farm.stop(signal.SIGKILL)  # the worker dies with its lease held
+    farm.start()
+    job = farm.wait_for(job_id, lambda j: j["status"] == "completed", timeout=180)
+    assert job["attempts"] == 2
+    [folder] = published(farm, job_id)  # only the accepted attempt's outputs exist
+    assert folder.name == "a2"
+    assert not list((farm.data_dir / "work").glob(f"{job_id}-a2"))
+
+
+def test_graceful_stop_hands_the_job_back(farm: Farm, hd_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(hd_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    farm.stop(signal.SIGTERM)
+    shown = farm.cli("job", job_id).stdout
+    assert "queued" in shown, shown  # handed back at once, not left to its lease
+    farm.start()
+    job = farm.wait_for(job_id, lambda j: j["status"] == "completed", timeout=180)
+    assert job["error"] is None
+    assert len(published(farm, job_id)) == 1
+
+
+def test_cancel_a_running_job(farm: Farm, hd_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(hd_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    assert "cancelled" in farm.cli("cancel", job_id).stdout
+    time.sleep(1.5)  # the worker notices at its next progress report and kills ffmpeg
+    assert farm.job(job_id)["status"] == "cancelled"
+    assert published(farm, job_id) == []
+    assert not list((farm.data_dir / "work").iterdir())
+
+
+def test_bad_input_is_refused_before_anything_is_stored(farm: Farm, tmp_path: Path) -> None:
+    junk = tmp_path / "holiday.mp4"
+    junk.write_bytes(os.urandom(10_000))
+    result = farm.cli("submit", str(junk), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "vidfarm: error: holiday.mp4: not a media file (Invalid data found when processing input)"
+    ]
+    assert "Traceback" not in result.stderr
+    sources = farm.data_dir / "media" / "sources"
+    assert not sources.exists() or not any(sources.iterdir())
+    assert "holiday" not in farm.cli("jobs").stdout
