@@ -26,6 +26,7 @@ from vidfarm import __version__, jobs
 from vidfarm.config import Settings, load_settings
 from vidfarm.errors import ConfigError, VidfarmError
 from vidfarm.media.encode import encode as encode_media
+from vidfarm.media.encode import plan_encode
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import available_profiles, load_profile
 from vidfarm.media.tools import ffmpeg_executable
@@ -113,6 +114,7 @@ def encode(
     config = settings()
     chosen = load_profile(profile or config.default_profile, config.user_profiles_dir)
     info = probe(source)
+    plan_encode(info, chosen, start=start, end=end)  # refuse a bad cut before the bar shows
     if overwrite and output.exists():
         shutil.rmtree(output)
     with progress_bar() as bar:

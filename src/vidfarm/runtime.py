@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from vidfarm.claims import Claim, Reporter
 from vidfarm.config import Settings
 from vidfarm.db import make_engine, make_session_factory, migrate
+from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
 from vidfarm.errors import ConfigError, DatabaseUnavailable, InvalidParameters
 from vidfarm.media.profiles import load_profile
-from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
 from vidfarm.scheduler import Scheduler
 from vidfarm.storage import LocalStorage, Storage
 from vidfarm.worker import run_job

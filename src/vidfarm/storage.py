@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from vidfarm.errors import InvalidParameters, StorageUnavailable
@@ -19,10 +19,10 @@ def check_key(key: str) -> str:
     """Refuse keys that could escape the store: absolute, '..', backslashes, empty parts."""
     if not key or "\\" in key or "\x00" in key or key.startswith("/"):
         raise InvalidParameters(f"invalid storage key {key!r}")
-    parts = PurePosixPath(key).parts
-    if any(part in ("", ".", "..") for part in parts) or any(p.startswith(".") for p in parts):
+    parts = key.split("/")
+    if any(part == "" or part.startswith(".") for part in parts):  # also '.', '..', 'a//b'
         raise InvalidParameters(f"invalid storage key {key!r}")
-    return "/".join(parts)
+    return key
 
 
 class Storage(Protocol):

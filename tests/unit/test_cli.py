@@ -1,0 +1,77 @@
+"""The command line as a user meets it: exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def vidfarm(*args: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidfarm", *args],
+        env={**os.environ, "VIDFARM_DATA_DIR": str(tmp_path / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_encode_writes_the_folder_and_exits_zero(small_clip: Path, tmp_path: Path) -> None:
+    result = vidfarm("encode", str(small_clip), "-o", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["outputs"][0]["path"] == "master.m3u8"
+    assert "real time" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "line"),
+    [
+        (("encode", "{missing}", "-o", "{out}"), {}, 1, "missing.mp4: no such file"),
+        (
+            ("encode", "{clip}", "-o", "{out}", "--profile", "nope"),
+            {},
+            1,
+            "unknown profile 'nope' (available: default)",
+        ),
+        (("encode", "{clip}", "-o", "{out}", "--end", "99"), {}, 1, "past the end of the media"),
+        (
+            ("jobs",),
+            {"VIDFARM_WORKER_CONCURRENCY": "zero"},
+            2,
+            "invalid setting VIDFARM_WORKER_CONCURRENCY",
+        ),
+        (
+            ("jobs",),
+            {"VIDFARM_DATABASE_URL": "nosuch://db"},
+            2,
+            "invalid setting VIDFARM_DATABASE_URL",
+        ),
+        (("jobs", "--status", "lost"), {}, 1, "unknown status 'lost'"),
+        (("job", "feedface"), {}, 1, "no job feedface"),
+    ],
+)
+def test_errors_are_one_line(
+    small_clip: Path,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    code: int,
+    line: str,
+) -> None:
+    values = {
+        "missing": str(tmp_path / "missing.mp4"),
+        "out": str(tmp_path / "out"),
+        "clip": str(small_clip),
+    }
+    result = vidfarm(*(a.format(**values) for a in args), tmp_path=tmp_path, **env)
+    assert result.returncode == code
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidfarm: error: "), result.stderr
+    assert line in lines[0]
+    assert not (tmp_path / "out").exists()
