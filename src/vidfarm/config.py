@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vidfarm.errors import ConfigError
@@ -57,6 +57,30 @@ class Settings(BaseSettings):
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How often idle workers and the reconciler look at SQL."
     )
+    storage: Literal["local", "s3"] = Field(
+        default="local", description="Where media lives: a local folder or an S3 bucket."
+    )
+    s3_endpoint_url: str = Field(
+        default="", description="S3 API endpoint (MinIO, Ceph, ...); empty means AWS."
+    )
+    s3_bucket: str = Field(default="vidfarm", description="S3 bucket holding all media.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field(
+        default="", description="S3 access key; empty uses boto3's chain."
+    )
+    s3_secret_access_key: SecretStr = Field(
+        default=SecretStr(""), description="S3 secret key; never printed."
+    )
+    s3_presign_seconds: Annotated[int, Field(ge=60, le=604800)] = Field(
+        default=3600, description="Lifetime of presigned media URLs."
+    )
+    max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=20 * 1024**3, description="Largest accepted upload (bytes); larger is a 413."
+    )
+    auto_encode: bool = Field(
+        default=True, description="Start the default encode as soon as a video is uploaded."
+    )
+    public_media: bool = Field(default=False, description="Serve published media without a token.")
     host: str = Field(default="127.0.0.1", description="Address `vidfarm serve` listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `vidfarm serve` listens on."

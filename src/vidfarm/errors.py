@@ -37,6 +37,14 @@ class InvalidParameters(PermanentError):
     """A job asked for something impossible (unknown profile, cut outside the media, ...)."""
 
 
+class TooLarge(InvalidParameters):
+    """An upload or download is larger than the configured limit."""
+
+
+class NotFound(PermanentError):
+    """A video, output or stored object does not exist."""
+
+
 class FFmpegFailed(PermanentError):
     """ffmpeg exited with an error that retrying will not fix."""
 

@@ -12,7 +12,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from vidfarm.errors import InvalidParameters, StorageUnavailable
+from vidfarm.errors import InvalidParameters, NotFound, StorageUnavailable, TooLarge
+
+CHUNK = 1 << 20
 
 
 def check_key(key: str) -> str:
@@ -26,21 +28,47 @@ def check_key(key: str) -> str:
 
 
 class Storage(Protocol):
+    """What the farm needs from a media store. Keys pass `check_key`."""
+
     def local_path(self, key: str) -> Path | None:
         """A path to read the object without copying, when the store is a local folder."""
         ...
 
-    def put_stream(self, key: str, stream: BinaryIO) -> int: ...
+    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> int:
+        """Store a stream in constant memory; TooLarge (and nothing stored) past max_bytes."""
+        ...
 
     def put_file(self, source: Path, key: str) -> None: ...
 
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader; NotFound if the key does not exist."""
+        ...
+
     def download(self, key: str, target: Path) -> None: ...
 
-    def publish_dir(self, folder: Path, prefix: str) -> list[str]: ...
+    def size(self, key: str) -> int:
+        """Size in bytes; NotFound if the key does not exist."""
+        ...
+
+    def url_for(
+        self, key: str, *, filename: str | None = None, attachment: bool = False
+    ) -> str | None:
+        """A URL clients can fetch directly (presigned), or None to stream through the API."""
+        ...
+
+    def publish_dir(self, folder: Path, prefix: str) -> list[str]:
+        """Store every file of `folder` under `prefix`; all or nothing; consumes `folder`."""
+        ...
 
     def exists(self, key: str) -> bool: ...
 
-    def delete_prefix(self, prefix: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove a key, or every key under `prefix/`."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the store can be used right now (for /readyz)."""
+        ...
 
 
 class LocalStorage:
@@ -55,23 +83,54 @@ class LocalStorage:
     def local_path(self, key: str) -> Path | None:
         return self.path(key)
 
-    def put_stream(self, key: str, stream: BinaryIO) -> int:
+    def put_stream(self, key: str, stream: BinaryIO, *, max_bytes: int | None = None) -> int:
         target = self.path(key)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        size = 0
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with temporary.open("wb") as handle:
-                shutil.copyfileobj(stream, handle, 1 << 20)
-                size = handle.tell()
+                while block := stream.read(CHUNK):
+                    size += len(block)
+                    if max_bytes is not None and size > max_bytes:
+                        raise TooLarge(f"{key.rsplit('/', 1)[-1]} is larger than {max_bytes} bytes")
+                    handle.write(block)
             os.replace(temporary, target)
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             raise StorageUnavailable(f"cannot write {key}: {error.strerror}") from None
+        finally:
+            temporary.unlink(missing_ok=True)
         return size
 
     def put_file(self, source: Path, key: str) -> None:
         with source.open("rb") as handle:
             self.put_stream(key, handle)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self.path(key).open("rb")
+        except FileNotFoundError:
+            raise NotFound(f"no stored object {key}") from None
+
+    def size(self, key: str) -> int:
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"no stored object {key}") from None
+
+    def url_for(
+        self, key: str, *, filename: str | None = None, attachment: bool = False
+    ) -> str | None:
+        return None  # the API streams local files itself (with HTTP Range support)
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".ready-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise StorageUnavailable(f"media folder {self.root}: {error.strerror}") from None
 
     def download(self, key: str, target: Path) -> None:
         try:
