@@ -10,7 +10,7 @@ from vidfarm.claims import Claim, OutputRecord, Reporter
 from vidfarm.config import Settings
 from vidfarm.errors import InvalidParameters, JobCancelled, StaleAttempt, VidfarmError
 from vidfarm.media.encode import EncodeResult, encode
-from vidfarm.media.profiles import load_profile
+from vidfarm.media.profiles import load_profile, rendition_for
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import JobType
 from vidfarm.storage import Storage
@@ -67,6 +67,8 @@ def _encode(
         ffmpeg=ffmpeg_executable(settings.ffmpeg),
         start=params.get("start"),
         end=params.get("end"),
+        only=rendition_for(profile, params.get("resolution")),
+        formats=params.get("formats"),
         on_progress=lambda percent: reporter.progress(percent, "encoding"),
         time_limit_factor=settings.time_limit_factor,
         time_limit_min=settings.time_limit_min_seconds,

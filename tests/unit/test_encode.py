@@ -211,3 +211,53 @@ def test_time_limit_from_duration_kills_and_cleans(
     with pytest.raises(JobTimedOut, match="time limit"):
         run_encode(hd_clip, tmp_path / "out", slow, time_limit_factor=0.02, time_limit_min=0.2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dash_packages_every_rendition_in_one_manifest(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
+    import xml.etree.ElementTree as ET
+
+    source = make_media("dash-src.mp4", *video_args("1280x720", 25, 4.0))
+    result = run_encode(source, tmp_path / "out", fast_profile, formats=["dash"])
+    found = kinds(result.manifest)
+    assert found["dash_manifest"] == ["manifest.mpd"]
+    assert "hls_master" not in found and "mp4" not in found
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    root = ET.parse(tmp_path / "out" / "manifest.mpd").getroot()
+    sizes = [
+        (r.get("width"), r.get("height"))
+        for r in root.iterfind(".//d:Representation", ns)
+        if r.get("mimeType") == "video/mp4"
+    ]
+    assert sizes == [("640", "360"), ("1280", "720")]
+    assert root.find(".//d:AdaptationSet[@contentType='audio']", ns) is not None
+    entry = next(e for e in result.manifest["outputs"] if e["kind"] == "dash_manifest")
+    assert {s["path"] for s in entry["segments"]} == {
+        p.name for p in (tmp_path / "out").glob("*.m4s")
+    }
+
+
+def test_one_resolution_as_mp4_only(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
+    from vidfarm.media.profiles import rendition_for
+
+    source = make_media("dash-src.mp4", *video_args("1280x720", 25, 4.0))
+    only = rendition_for(fast_profile, "854:480")
+    result = run_encode(source, tmp_path / "out", fast_profile, formats=["mp4"], only=only)
+    assert kinds(result.manifest)["mp4"] == ["480p.mp4"]
+    assert not list((tmp_path / "out").glob("*.m3u8"))
+    track = read_video(tmp_path / "out" / "480p.mp4")
+    assert (track.width, track.height) == (854, 480)
+
+
+@pytest.mark.parametrize(
+    ("formats", "message"),
+    [(["webm"], "unknown format webm"), (["dash", "hls"], "cannot be combined"), ([], "(none)")],
+)
+def test_bad_format_choices(
+    small_clip: Path, fast_profile: Profile, tmp_path: Path, formats: list[str], message: str
+) -> None:
+    with pytest.raises(InvalidParameters, match=message):
+        run_encode(small_clip, tmp_path / "out", fast_profile, formats=formats)

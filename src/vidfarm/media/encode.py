@@ -13,8 +13,8 @@ import json
 import math
 import shutil
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,10 @@ MASTER_PLAYLIST = "master.m3u8"
 THUMBNAIL_POSITIONS = (0.25, 0.50, 0.75)
 SPRITE_MIN_DURATION = 10.0
 SPRITE_TILE_HEIGHT = 90
+FORMATS = ("hls", "mp4", "dash")
+#: Without an explicit choice: HLS for every rendition, MP4 for those the profile flags.
+DEFAULT_FORMATS = frozenset({"hls", "mp4"})
+DASH_MANIFEST = "manifest.mpd"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,10 +62,19 @@ class EncodePlan:
     sprite: SpritePlan | None = None
     subtitles: list[tuple[SubtitleStreamInfo, str]] = field(default_factory=list)
     cover: AttachedPicture | None = None
+    formats: frozenset[str] = DEFAULT_FORMATS
 
     @property
     def has_audio(self) -> bool:
         return self.info.main_audio is not None
+
+    @property
+    def hls(self) -> bool:
+        return "hls" in self.formats
+
+    @property
+    def dash(self) -> bool:
+        return "dash" in self.formats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +90,11 @@ def plan_encode(
     start: float | None = None,
     end: float | None = None,
     only: RenditionSpec | None = None,
+    formats: Collection[str] | None = None,
 ) -> EncodePlan:
+    """Decide every output. `formats` None means the profile's choice (HLS + flagged MP4);
+    an explicit set makes exactly those formats for every rendition (DASH only alone)."""
+    chosen = check_formats(formats)
     cut_start, cut_end = _check_cut(info.duration, start, end)
     duration = cut_end - cut_start
     cover = info.pictures[0] if info.pictures else None
@@ -94,8 +111,12 @@ def plan_encode(
             duration=duration,
             subtitles=subtitles,
             cover=cover,
+            formats=frozenset({"hls"}),
         )
     ladder = plan_ladder(info, profile, only=only)
+    if formats is not None:
+        wants_mp4 = "mp4" in chosen
+        ladder = replace(ladder, renditions=[replace(r, mp4=wants_mp4) for r in ladder.renditions])
     sprite = None
     if duration >= SPRITE_MIN_DURATION:
         tiles = 100 if duration >= 100 else 10
@@ -115,7 +136,22 @@ def plan_encode(
         sprite=sprite,
         subtitles=subtitles,
         cover=cover,
+        formats=chosen,
     )
+
+
+def check_formats(formats: Collection[str] | None) -> frozenset[str]:
+    if formats is None:
+        return DEFAULT_FORMATS
+    chosen = frozenset(formats)
+    unknown = sorted(chosen - set(FORMATS))
+    if unknown or not chosen:
+        raise InvalidParameters(
+            f"unknown format {', '.join(unknown) or '(none)'} (allowed: {', '.join(FORMATS)})"
+        )
+    if "dash" in chosen and len(chosen) > 1:
+        raise InvalidParameters("dash cannot be combined with other formats in one encode")
+    return chosen
 
 
 def _check_cut(
@@ -226,27 +262,59 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             f"init_padding={sprite.tiles - 1}[sprite]"
         )
     args = ["-filter_complex", ";".join(graph), "-max_muxing_queue_size", "4000"]
-    for i, rendition in enumerate(ladder.renditions):
+    if plan.dash:
+        args += _dash_args(plan, ladder)
+    for i, rendition in enumerate([] if plan.dash else ladder.renditions):
         args += ["-map", f"[v{i}]"]
         if plan.has_audio:
             args += ["-map", "0:a:0"]
         args += _x264_args(profile, ladder, rendition)
         if plan.has_audio:
             args += _aac_args(profile, rendition.audio_bitrate)
-        hls = _hls_options(profile, rendition.name)
+        muxers = []
+        if plan.hls:
+            muxers.append((_hls_options(profile, rendition.name), f"{rendition.name}.m3u8"))
         if rendition.mp4:
-            args += [
-                "-f",
-                "tee",
-                f"[{hls}]{rendition.name}.m3u8|[f=mp4:movflags=+faststart]{rendition.name}.mp4",
-            ]
-        else:
-            args += ["-f", "hls", *_as_flags(hls), f"{rendition.name}.m3u8"]
+            muxers.append(("f=mp4:movflags=+faststart", f"{rendition.name}.mp4"))
+        if len(muxers) == 1:
+            options, name = muxers[0]
+            args += [*_as_flags(options), name]
+        else:  # one encoded stream, several files: ffmpeg's tee muxer
+            args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
     for j in range(len(plan.thumbnails_at)):
         args += ["-map", f"[t{j}]", "-update", "1", "-q:v", "3", f"thumbnail_{j + 1}.jpg"]
     if plan.sprite:
         args += ["-map", "[sprite]", "-update", "1", "overview.png"]
     return args
+
+
+def _dash_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+    """All renditions in one DASH output (one adaptation set each for video and audio)."""
+    args: list[str] = []
+    for i, rendition in enumerate(ladder.renditions):
+        args += ["-map", f"[v{i}]", *_x264_args(plan.profile, ladder, rendition, f"v:{i}")]
+    sets = "id=0,streams=v"
+    if plan.has_audio:
+        args += ["-map", "0:a:0", *_aac_args(plan.profile, ladder.top.audio_bitrate)]
+        sets += " id=1,streams=a"
+    return [
+        *args,
+        "-f",
+        "dash",
+        "-seg_duration",
+        f"{plan.profile.segment_duration:g}",
+        "-use_template",
+        "1",
+        "-use_timeline",
+        "1",
+        "-adaptation_sets",
+        sets,
+        "-init_seg_name",
+        "init-$RepresentationID$.m4s",
+        "-media_seg_name",
+        "chunk-$RepresentationID$-$Number%05d$.m4s",
+        DASH_MANIFEST,
+    ]
 
 
 def _audio_only_args(plan: EncodePlan) -> list[str]:
@@ -263,31 +331,24 @@ def _audio_only_args(plan: EncodePlan) -> list[str]:
     ]
 
 
-def _x264_args(profile: Profile, ladder: Ladder, rendition: Rendition) -> list[str]:
-    keyframes = f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})"
-    return [
-        "-c:v",
-        "libx264",
-        "-preset",
-        profile.preset,
-        "-profile:v",
-        profile.x264_profile,
-        "-crf",
-        str(profile.crf),
-        "-maxrate",
-        str(rendition.max_video_bitrate),
-        "-bufsize",
-        str(rendition.max_video_bitrate * 2),
-        "-g",
-        str(ladder.gop_frames),
-        "-sc_threshold",
-        "0",
-        "-force_key_frames",
-        keyframes,
+def _x264_args(
+    profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v"
+) -> list[str]:
+    """x264 options for the video stream(s) matching `spec` in the current output."""
+    options = {
+        "c": "libx264",
+        "preset": profile.preset,
+        "profile": profile.x264_profile,
+        "crf": str(profile.crf),
+        "maxrate": str(rendition.max_video_bitrate),
+        "bufsize": str(rendition.max_video_bitrate * 2),
+        "g": str(ladder.gop_frames),
+        "sc_threshold": "0",
+        "force_key_frames": f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})",
         # Keep the source's frame timing: never invent frames to fill gaps in VFR sources.
-        "-fps_mode",
-        "vfr",
-    ]
+        "fps_mode": "vfr",
+    }
+    return [part for key, value in options.items() for part in (f"-{key}:{spec}", value)]
 
 
 def _aac_args(profile: Profile, bitrate: int) -> list[str]:
@@ -328,6 +389,7 @@ def encode(
     start: float | None = None,
     end: float | None = None,
     only: RenditionSpec | None = None,
+    formats: Collection[str] | None = None,
     on_progress: ProgressCallback | None = None,
     time_limit_factor: float = 20.0,
     time_limit_min: float = 300.0,
@@ -339,7 +401,7 @@ def encode(
     cancellation or time-out removes it, so no half-written output is ever left behind.
     """
     info = info or probe(source)
-    plan = plan_encode(info, profile, start=start, end=end, only=only)
+    plan = plan_encode(info, profile, start=start, end=end, only=only, formats=formats)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidParameters(f"output folder {out_dir} is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -376,35 +438,8 @@ def encode(
 def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
     """Write the master playlist and list every output with its size and checksum."""
     outputs: list[dict[str, Any]] = []
-    variants: list[Variant] = []
-    if plan.ladder is not None:
-        fps = plan.ladder.fps or plan.ladder.source_fps
-        for rendition in plan.ladder.renditions:
-            variant = _variant(folder, f"{rendition.name}.m3u8", plan)
-            variant = Variant(
-                **{
-                    **variant.__dict__,
-                    "resolution": (rendition.width, rendition.height),
-                    "frame_rate": fps,
-                }
-            )
-            variants.append(variant)
-            outputs.append(_hls_entry(folder, variant, rendition.width, rendition.height))
-            if rendition.mp4:
-                outputs.append(
-                    _entry(
-                        folder,
-                        f"{rendition.name}.mp4",
-                        "mp4",
-                        width=rendition.width,
-                        height=rendition.height,
-                        codecs=variant.codecs,
-                    )
-                )
-    else:
-        variant = _variant(folder, "audio.m3u8", plan)
-        variants.append(variant)
-        outputs.append(_hls_entry(folder, variant, None, None))
+    if plan.ladder is None:
+        outputs += _hls_outputs(plan, folder)
         outputs.append(
             _entry(
                 folder,
@@ -414,11 +449,24 @@ def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
                 bandwidth=plan.profile.audio_only_bitrate,
             )
         )
-    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
-    outputs.insert(
-        0,
-        _entry(folder, MASTER_PLAYLIST, "hls_master", bandwidth=max(v.bandwidth for v in variants)),
-    )
+    elif plan.dash:
+        outputs.append(_dash_entry(folder))
+    else:
+        if plan.hls:
+            outputs += _hls_outputs(plan, folder)
+        for rendition in plan.ladder.renditions:
+            if rendition.mp4:
+                name = f"{rendition.name}.mp4"
+                outputs.append(
+                    _entry(
+                        folder,
+                        name,
+                        "mp4",
+                        width=rendition.width,
+                        height=rendition.height,
+                        codecs=codecs_of(folder / name),
+                    )
+                )
     if (folder / "audio.mp3").exists():
         outputs.append(_entry(folder, "audio.mp3", "audio", codecs="mp3"))
     for thumbnail in sorted(folder.glob("thumbnail_*")):
@@ -444,6 +492,40 @@ def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
     source = plan.info.to_dict()
     source["path"] = Path(source["path"]).name
     return {"duration": round(plan.duration, 3), "source": source, "outputs": outputs}
+
+
+def _hls_outputs(plan: EncodePlan, folder: Path) -> list[dict[str, Any]]:
+    """Measure each variant, write the master playlist, and describe both."""
+    entries: list[dict[str, Any]] = []
+    variants: list[Variant] = []
+    if plan.ladder is None:
+        variant = _variant(folder, "audio.m3u8", plan)
+        variants.append(variant)
+        entries.append(_hls_entry(folder, variant, None, None))
+    else:
+        fps = plan.ladder.fps or plan.ladder.source_fps
+        for rendition in plan.ladder.renditions:
+            variant = replace(
+                _variant(folder, f"{rendition.name}.m3u8", plan),
+                resolution=(rendition.width, rendition.height),
+                frame_rate=fps,
+            )
+            variants.append(variant)
+            entries.append(_hls_entry(folder, variant, rendition.width, rendition.height))
+    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
+    peak = max(v.bandwidth for v in variants)
+    return [_entry(folder, MASTER_PLAYLIST, "hls_master", bandwidth=peak), *entries]
+
+
+def _dash_entry(folder: Path) -> dict[str, Any]:
+    if not (folder / DASH_MANIFEST).exists():
+        raise InvalidMedia("ffmpeg produced no DASH manifest: the source has nothing to encode")
+    entry = _entry(folder, DASH_MANIFEST, "dash_manifest")
+    entry["segments"] = [
+        {"path": p.name, "size": p.stat().st_size, "sha256": sha256_of(p)}
+        for p in sorted(folder.glob("*.m4s"))
+    ]
+    return entry
 
 
 def _variant(folder: Path, playlist: str, plan: EncodePlan) -> Variant:

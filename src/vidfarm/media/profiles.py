@@ -135,3 +135,27 @@ def load_profile(name: str, user_dir: Path | None = None) -> Profile:
         known = ", ".join(sorted(profiles)) or "none"
         raise InvalidParameters(f"unknown profile {name!r} (available: {known})")
     return load_profile_file(profiles[name])
+
+
+_RESOLUTION = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+
+
+def parse_resolution(value: str) -> tuple[int, int]:
+    """'1920:1080' -> (1920, 1080); anything else is refused with the expected form."""
+    match = _RESOLUTION.match(value.strip())
+    if not match or min(int(match.group(1)), int(match.group(2))) < 32:
+        raise InvalidParameters(f"invalid resolution {value!r} (expected W:H, e.g. 1280:720)")
+    width, height = int(match.group(1)), int(match.group(2))
+    if max(width, height) > 8192:
+        raise InvalidParameters(f"invalid resolution {value!r} (at most 8192 pixels a side)")
+    return width, height
+
+
+def rendition_for(profile: Profile, resolution: str | None) -> RenditionSpec | None:
+    """One rendition asked by size: its short side, with the bitrates of the profile's
+    rendition nearest in height (aspect ratio is kept and nothing is upscaled)."""
+    if not resolution:
+        return None
+    short = min(parse_resolution(resolution))
+    nearest = min(profile.ladder, key=lambda spec: abs(spec.height - short))
+    return nearest.model_copy(update={"height": short})
