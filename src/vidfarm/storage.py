@@ -1,7 +1,8 @@
 """Where sources and published outputs live. Keys are relative, '/'-separated paths.
 
-Publication is atomic: a folder of outputs is copied under a hidden temporary name and renamed
-into place, so readers never see half of an attempt's outputs.
+Publication is atomic for readers. LocalStorage copies a folder of outputs under a hidden
+temporary name and renames it into place; S3Storage (storage_s3.py) cannot rename, so it relies on
+outputs being referenced from SQL only once the job's completion is accepted.
 """
 
 from __future__ import annotations
@@ -10,11 +11,62 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+from urllib.parse import quote
 
 from vidfarm.errors import InvalidParameters, NotFound, StorageUnavailable, TooLarge
 
+if TYPE_CHECKING:
+    from vidfarm.config import Settings
+
 CHUNK = 1 << 20
+
+# What players and browsers need to hear for each output the farm writes; one table so that the
+# S3 uploads, presigned URLs and the API's own streaming of local files all agree.
+CONTENT_TYPES = {
+    "m3u8": "application/vnd.apple.mpegurl",
+    "ts": "video/mp2t",
+    "m4s": "video/iso.segment",
+    "mp4": "video/mp4",
+    "mp3": "audio/mpeg",
+    "m4a": "audio/mp4",
+    "vtt": "text/vtt",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "json": "application/json",
+}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def content_type_for(key: str) -> str:
+    """The media type of a key, from its extension (case-insensitive); octet-stream if unknown."""
+    name = key.rsplit("/", 1)[-1]
+    if "." not in name:
+        return DEFAULT_CONTENT_TYPE
+    return CONTENT_TYPES.get(name.rsplit(".", 1)[-1].lower(), DEFAULT_CONTENT_TYPE)
+
+
+def content_disposition(filename: str, *, attachment: bool = True) -> str:
+    """A Content-Disposition value that cannot be broken out of by a hostile filename.
+
+    Quotes, backslashes, slashes and control characters are dropped from the quoted ASCII
+    fallback; a non-ASCII name also goes in RFC 6266's percent-encoded `filename*`.
+    """
+    kind = "attachment" if attachment else "inline"
+    cleaned = (
+        "".join(
+            "_" if char in "/\\" else char
+            for char in filename
+            if char.isprintable() and char != '"'
+        ).strip()
+        or "download"
+    )
+    fallback = "".join(char if char.isascii() else "_" for char in cleaned)
+    value = f'{kind}; filename="{fallback}"'
+    if fallback != cleaned:
+        value += f"; filename*=UTF-8''{quote(cleaned, safe='')}"
+    return value
 
 
 def check_key(key: str) -> str:
@@ -70,6 +122,10 @@ class Storage(Protocol):
         """Raise StorageUnavailable unless the store can be used right now (for /readyz)."""
         ...
 
+    def prepare(self) -> None:
+        """Create what the store needs to exist (its folder, its bucket) at start."""
+        ...
+
 
 class LocalStorage:
     """A folder on a local or shared (NFS) file system."""
@@ -123,6 +179,12 @@ class LocalStorage:
     ) -> str | None:
         return None  # the API streams local files itself (with HTTP Range support)
 
+    def prepare(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageUnavailable(f"media folder {self.root}: {error.strerror}") from None
+
     def check(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -135,6 +197,8 @@ class LocalStorage:
     def download(self, key: str, target: Path) -> None:
         try:
             shutil.copyfile(self.path(key), target)
+        except FileNotFoundError:
+            raise NotFound(f"no stored object {key}") from None
         except OSError as error:
             raise StorageUnavailable(f"cannot read {key}: {error.strerror}") from None
 
@@ -167,3 +231,12 @@ class LocalStorage:
             shutil.rmtree(target, ignore_errors=True)
         else:
             target.unlink(missing_ok=True)
+
+
+def make_storage(settings: Settings) -> Storage:
+    """The store the settings ask for; boto3 is imported only when S3 is configured."""
+    if settings.storage == "s3":
+        from vidfarm.storage_s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.media_dir)
