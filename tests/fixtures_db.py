@@ -90,5 +90,5 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     migrate(engine)
     if is_postgresql(engine):
         with engine.begin() as connection:
-            connection.execute(text("TRUNCATE outputs, jobs, videos CASCADE"))
+            connection.execute(text("TRUNCATE outputs, jobs, videos, tokens CASCADE"))
     return make_session_factory(engine)

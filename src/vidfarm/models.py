@@ -119,3 +119,17 @@ class Output(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
 
     video: Mapped[Video] = relationship(back_populates="outputs")
+
+
+class Token(Base):
+    """An API token: its lookup id and the SHA-256 of its secret, never the secret itself."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public lookup id
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))  # vidfarm.auth.Role
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
