@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from vidfarm import __version__, jobs
+from vidfarm.auth import Role, create_token, list_tokens, revoke_token
 from vidfarm.config import Settings, load_settings
 from vidfarm.errors import ConfigError, VidfarmError
 from vidfarm.media.encode import encode as encode_media
@@ -340,6 +341,62 @@ def profiles() -> None:
 def version() -> None:
     """Print the version."""
     console.print(__version__)
+
+
+# --- tokens -------------------------------------------------------------------------------------
+
+token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%MZ") if value is not None else "-"  # UTC
+
+
+@token_app.command("create")
+@guarded
+def token_create(
+    role: Annotated[Role, typer.Option(help="What the token may do.", case_sensitive=False)],
+    name: Annotated[str | None, typer.Option(help="A note on who holds it.")] = None,
+) -> None:
+    """Create a token and print it, once: only its hash is stored."""
+    with runtime() as rt, rt.sessions() as session:
+        plaintext, token = create_token(session, role=role, name=name or role.value)
+        token_id = token.id
+    console.print(plaintext, markup=False, highlight=False, soft_wrap=True)
+    errors.print(
+        f"token {token_id} ({role.value}) created: store it now, it cannot be shown again",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@token_app.command("list")
+@guarded
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    with runtime() as rt, rt.sessions() as session:
+        table = Table("id", "name", "role", "created", "last used", "revoked")
+        for token in list_tokens(session):
+            table.add_row(
+                token.id,
+                token.name,
+                token.role,
+                _when(token.created_at),
+                _when(token.last_used_at),
+                _when(token.revoked_at),
+            )
+        console.print(table)
+
+
+@token_app.command("revoke")
+@guarded
+def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")]) -> None:
+    """Revoke a token: requests carrying it are refused from now on."""
+    with runtime() as rt, rt.sessions() as session:
+        token = revoke_token(session, token_id)
+        console.print(f"token {token.id} revoked", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -16,7 +16,7 @@ from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
 from vidfarm.errors import ConfigError, DatabaseUnavailable, InvalidParameters
 from vidfarm.media.profiles import load_profile
 from vidfarm.scheduler import Scheduler
-from vidfarm.storage import LocalStorage, Storage
+from vidfarm.storage import Storage, make_storage
 from vidfarm.worker import run_job
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,11 @@ class Runtime:
 
     def run_job(self, claim: Claim, reporter: Reporter) -> None:
         run_job(claim, reporter, settings=self.settings, storage=self.storage)
+
+    def dispatch(self, job_ids: list[str]) -> None:
+        """Hand new jobs to this process's farm now; without one, the reconciler does it."""
+        if self.dispatcher is not None:
+            self.dispatcher.dispatch(job_ids)
 
     def start_farm(self) -> None:
         """Start the embedded worker pool and the reconcile loop in this process."""
@@ -76,9 +81,11 @@ def open_runtime(settings: Settings) -> Runtime:
         engine.dispose()
         reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
         raise DatabaseUnavailable(f"cannot reach the database: {reason}") from None
+    storage = make_storage(settings)
+    storage.prepare()
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=make_session_factory(engine),
-        storage=LocalStorage(settings.media_dir),
+        storage=storage,
     )

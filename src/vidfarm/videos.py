@@ -6,15 +6,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.config import Settings
+from vidfarm.errors import NotFound
 from vidfarm.media.probe import MediaInfo, probe
-from vidfarm.models import Job, JobType, Video, new_id
+from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id
 from vidfarm.storage import Storage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_EXTENSION = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
 def safe_filename(name: str) -> str:
@@ -24,14 +28,20 @@ def safe_filename(name: str) -> str:
     return cleaned or "source"
 
 
+def stored_name(video_id: str, filename: str) -> str:
+    """The source's name in storage (and in the seed API): `<video id><extension>`."""
+    suffix = Path(filename).suffix.lower()
+    return f"{video_id}{suffix if _EXTENSION.match(suffix) else '.bin'}"
+
+
 def add_video(
     session: Session, storage: Storage, source: Path, *, filename: str | None = None
 ) -> tuple[Video, MediaInfo]:
     """Probe (refusing bad input before anything is stored), then store and record it."""
-    info = probe(source)
-    video_id = new_id()
     name = safe_filename(filename or source.name)
-    key = f"sources/{video_id}/{name}"
+    info = probe(source, name=name)
+    video_id = new_id()
+    key = f"sources/{video_id}/{stored_name(video_id, name)}"
     storage.put_file(source, key)
     probe_data = info.to_dict()
     probe_data["path"] = name
@@ -64,3 +74,39 @@ def submit_encode(
         priority=priority,
         max_attempts=settings.max_attempts,
     )
+
+
+def find_video(session: Session, video_id: str) -> Video:
+    video = session.get(Video, video_id) if _ID.match(video_id) else None
+    if video is None:
+        raise NotFound(f"no video {video_id}")
+    return video
+
+
+def delete_video(session: Session, storage: Storage, video_id: str) -> None:
+    """Stop the video's jobs, remove its media, then its rows (outputs and jobs cascade)."""
+    video = find_video(session, video_id)
+    for job in list(video.jobs):
+        if not JobStatus(job.status).is_final:
+            jobs.cancel(session, job.id)
+    storage.delete_prefix(f"videos/{video_id}")
+    storage.delete_prefix(f"sources/{video_id}")
+    session.delete(session.get(Video, video_id))
+    session.commit()
+
+
+def latest_completed(session: Session, video_id: str, fmt: str | None = None) -> Job | None:
+    """The newest completed encode of a video, optionally one that made `fmt`."""
+    for job in jobs.list_jobs(session, status=JobStatus.COMPLETED.value, video_id=video_id):
+        if job.type == JobType.ENCODE.value and (fmt is None or fmt in job_formats(job)):
+            return job
+    return None
+
+
+def job_formats(job: Job) -> list[str]:
+    asked = job.params.get("formats") if job.params else None
+    return list(asked) if asked else ["hls", "mp4"]
+
+
+def outputs_of(session: Session, job: Job) -> list[Output]:
+    return list(session.scalars(select(Output).where(Output.job_id == job.id).order_by(Output.id)))

@@ -1,51 +1,52 @@
-"""The HTTP application served by `vidfarm serve`: health and a read-only view of jobs.
-
-The full REST API (uploads, media, auth) grows here; the embedded farm runs beside it.
-"""
+"""The HTTP application served by `vidfarm serve`; the embedded farm runs beside it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from sqlalchemy import text
-from sqlalchemy.orm import Session
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vidfarm import __version__, jobs
-from vidfarm.errors import JobNotFound
-from vidfarm.models import Job
+from vidfarm import __version__
+from vidfarm.api.routes import health, jobs, seed, videos
+from vidfarm.api.uploads import NotMultipart, UploadInterrupted
+from vidfarm.errors import (
+    InvalidMedia,
+    InvalidParameters,
+    InvalidTransition,
+    JobNotFound,
+    NotFound,
+    StaleAttempt,
+    TooLarge,
+    VidfarmError,
+)
 from vidfarm.runtime import Runtime
 
+log = logging.getLogger(__name__)
 
-def job_view(session: Session, job: Job) -> dict[str, Any]:
-    position, waiting = jobs.rank(session, job.id)
-    return {
-        "id": job.id,
-        "type": job.type,
-        "video_id": job.video_id,
-        "status": job.status,
-        "progress": round(job.progress, 1),
-        "step": job.step,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "rank": position,
-        "waiting": waiting,
-        "error": job.error,
-        "error_class": job.error_class,
-        "created_at": job.created_at.isoformat(),
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+#: HTTP status for each error class (the first match in the class's MRO wins).
+STATUS = {
+    TooLarge: 413,
+    NotMultipart: 415,
+    InvalidMedia: 415,
+    UploadInterrupted: 400,
+    NotFound: 404,
+    JobNotFound: 404,
+    InvalidTransition: 409,
+    StaleAttempt: 409,
+    InvalidParameters: 422,
+}
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.runtime.sessions() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
+def status_for(error: VidfarmError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 422 if error.permanent else 503
 
 
 def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
@@ -58,35 +59,37 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         finally:
             runtime.stop_farm()
 
-    app = FastAPI(title="vidfarm", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="vidfarm",
+        version=__version__,
+        summary="Adaptive-streaming encodes, job control and media delivery.",
+        lifespan=lifespan,
+    )
     app.state.runtime = runtime
+    for router in (health.router, seed.router, videos.router, jobs.router):
+        app.include_router(router)
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.exception_handler(VidfarmError)
+    async def vidfarm_error(_: Request, error: VidfarmError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
 
-    @app.get("/readyz")
-    def readyz(db: SessionDep) -> dict[str, str]:
-        db.execute(text("SELECT 1"))
-        return {"status": "ready"}
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
 
-    @app.get("/api/v1/jobs")
-    def list_jobs(
-        db: SessionDep,
-        status: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[dict[str, Any]]:
-        return [
-            job_view(db, job)
-            for job in jobs.list_jobs(db, status=status, limit=limit, offset=offset)
-        ]
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(error.detail)},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
 
-    @app.get("/api/v1/jobs/{job_id}")
-    def get_job(job_id: str, db: SessionDep) -> dict[str, Any]:
-        try:
-            return job_view(db, jobs.get_job(db, job_id))
-        except JobNotFound:
-            raise HTTPException(status_code=404, detail=f"no job {job_id}") from None
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
 
     return app

@@ -112,23 +112,27 @@ class MediaInfo:
         return asdict(self)
 
 
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Describe `path`, or raise InvalidMedia with the reason it cannot be processed."""
+def probe(path: str | os.PathLike[str], *, name: str | None = None) -> MediaInfo:
+    """Describe `path`, or raise InvalidMedia with the reason it cannot be processed.
+
+    `name` is what error messages call the file (an upload's name, not its temporary one).
+    """
     source = Path(path)
+    label = name or source.name
     if not source.is_file():
-        raise InvalidMedia(f"{source.name}: no such file")
+        raise InvalidMedia(f"{label}: no such file")
     size = source.stat().st_size
     if size == 0:
-        raise InvalidMedia(f"{source.name}: the file is empty")
+        raise InvalidMedia(f"{label}: the file is empty")
     try:
         container = av.open(str(source), metadata_errors="ignore")
     except av.FFmpegError as error:
-        raise InvalidMedia(f"{source.name}: not a media file ({_reason(error)})") from None
+        raise InvalidMedia(f"{label}: not a media file ({_reason(error)})") from None
     with container:
-        return _describe(container, source, size)
+        return _describe(container, source, size, label)
 
 
-def _describe(container: Any, source: Path, size: int) -> MediaInfo:
+def _describe(container: Any, source: Path, size: int, label: str) -> MediaInfo:
     format_name = str(container.format.name)
     video: list[VideoStreamInfo] = []
     audio: list[AudioStreamInfo] = []
@@ -165,15 +169,15 @@ def _describe(container: Any, source: Path, size: int) -> MediaInfo:
             )
     if not video and not audio:
         what = "a still image" if pictures else "no audio or video stream"
-        raise InvalidMedia(f"{source.name}: not a video ({what})")
+        raise InvalidMedia(f"{label}: not a video ({what})")
     if format_name in IMAGE_CONTAINERS or format_name.endswith("_pipe"):
-        raise InvalidMedia(f"{source.name}: a still image ({format_name}), not a video")
-    _refuse_truncated(container, source, size)
+        raise InvalidMedia(f"{label}: a still image ({format_name}), not a video")
+    _refuse_truncated(container, label, size)
     if video:
-        video[0] = _with_first_frame_checked(container, video[0], source)
+        video[0] = _with_first_frame_checked(container, video[0], label)
     duration = _duration(container)
     if duration is None or duration <= 0:
-        raise InvalidMedia(f"{source.name}: the media has no duration")
+        raise InvalidMedia(f"{label}: the media has no duration")
     return MediaInfo(
         path=str(source),
         container=format_name,
@@ -218,9 +222,7 @@ def _video_stream(container: Any, stream: Any, language: str | None) -> VideoStr
     )
 
 
-def _with_first_frame_checked(
-    container: Any, info: VideoStreamInfo, source: Path
-) -> VideoStreamInfo:
+def _with_first_frame_checked(container: Any, info: VideoStreamInfo, label: str) -> VideoStreamInfo:
     """Decode one frame: proves the stream is decodable and reveals the display rotation."""
     stream = container.streams[info.index]
     try:
@@ -231,19 +233,17 @@ def _with_first_frame_checked(
                 **{**asdict(info), "rotation": rotation, "width": width, "height": height}
             )
     except av.FFmpegError as error:
-        raise InvalidMedia(
-            f"{source.name}: the video cannot be decoded ({_reason(error)})"
-        ) from None
-    raise InvalidMedia(f"{source.name}: the video stream has no decodable frame")
+        raise InvalidMedia(f"{label}: the video cannot be decoded ({_reason(error)})") from None
+    raise InvalidMedia(f"{label}: the video stream has no decodable frame")
 
 
-def _refuse_truncated(container: Any, source: Path, size: int) -> None:
+def _refuse_truncated(container: Any, label: str, size: int) -> None:
     """A container index that points past the end of the file means the upload was cut short."""
     for stream in container.streams:
         entries = stream.index_entries
         if len(entries) and entries[-1].pos + entries[-1].size > size:
             missing = entries[-1].pos + entries[-1].size - size
-            raise InvalidMedia(f"{source.name}: the file is truncated ({missing} bytes missing)")
+            raise InvalidMedia(f"{label}: the file is truncated ({missing} bytes missing)")
 
 
 def _duration(container: Any) -> float | None:

@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from vidfarm.api.deps import RuntimeDep
+from vidfarm.errors import VidfarmError
+from vidfarm.metrics import render_metrics
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is down"}})
+def readyz(runtime: RuntimeDep) -> Any:
+    """The database, the media store and the broker can be used now."""
+    checks: dict[str, str] = {}
+    try:
+        with runtime.sessions() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as error:  # any driver error means "not ready", with its first line
+        checks["database"] = str(error).splitlines()[0]
+    try:
+        runtime.storage.check()
+        checks["storage"] = "ok"
+    except VidfarmError as error:
+        checks["storage"] = str(error)
+    checks["broker"] = "embedded (no broker configured)"
+    ready = all(v == "ok" for k, v in checks.items() if k != "broker")
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition, computed from SQL (the truth) at scrape time."""
+    payload, content_type = render_metrics(runtime.sessions)
+    return Response(content=payload, media_type=content_type)

@@ -1,0 +1,118 @@
+"""/api/v1/jobs: list and filter, detail, cancel, restart, and a live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from vidfarm import jobs
+from vidfarm.api.deps import AdminAuth, AnyAuth, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.views import job_view
+from vidfarm.errors import InvalidParameters
+from vidfarm.models import JobStatus
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+STATUSES = [s.value for s in JobStatus]
+HEARTBEAT_SECONDS = 15.0
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    _: AnyAuth,
+    status: Annotated[list[str] | None, Query(description=f"Any of {', '.join(STATUSES)}")] = None,
+    type: Annotated[str | None, Query()] = None,
+    video_id: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Jobs, newest first, filtered by state, type or video."""
+    if status and (unknown := sorted(set(status) - set(STATUSES))):
+        raise InvalidParameters(
+            f"unknown status {', '.join(unknown)} (allowed: {', '.join(STATUSES)})"
+        )
+    found = jobs.list_jobs(
+        session, status=status or None, job_type=type, video_id=video_id, limit=limit, offset=offset
+    )
+    return {"items": [job_view(session, j) for j in found], "limit": limit, "offset": offset}
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    runtime: RuntimeDep,
+    _: AnyAuth,
+    job_id: Annotated[list[str] | None, Query(description="Jobs to follow; all if none")] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: one `job` event each time a job's state or progress changes.
+
+    Following given jobs, the stream ends once they are all final.
+    """
+    interval = max(0.2, min(runtime.settings.poll_seconds, 1.0))
+
+    async def stream() -> AsyncIterator[str]:
+        seen: dict[str, tuple[str, float, str | None]] = {}
+        quiet = 0.0
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            changed, all_final = await asyncio.to_thread(_changes, runtime, job_id, seen)
+            for view in changed:
+                yield f"event: job\nid: {view['id']}\ndata: {json.dumps(view)}\n\n"
+            if job_id and all_final:
+                yield "event: end\ndata: {}\n\n"
+                return
+            quiet = 0.0 if changed else quiet + interval
+            if quiet >= HEARTBEAT_SECONDS:
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(interval)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _changes(
+    runtime: Any, job_ids: list[str] | None, seen: dict[str, tuple[str, float, str | None]]
+) -> tuple[list[dict[str, Any]], bool]:
+    with runtime.sessions() as session:
+        if job_ids:
+            found = [jobs.get_job(session, j) for j in job_ids]
+        else:
+            found = jobs.list_jobs(session, limit=200)
+        changed = []
+        for job in found:
+            key = (job.status, round(job.progress, 1), job.step)
+            if seen.get(job.id) != key:
+                seen[job.id] = key
+                changed.append(job_view(session, job))
+        return changed, all(JobStatus(j.status).is_final for j in found)
+
+
+@router.get("/{job_id}", responses={404: {}})
+def get_job(job_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+    """One job: progress, step, attempts, error, log tail, rank and total waiting."""
+    return job_view(session, jobs.get_job(session, job_id), detail=True)
+
+
+@router.post("/{job_id}/cancel", responses={404: {}, 409: {}})
+def cancel_job(job_id: str, session: SessionDep, _: UserAuth) -> dict[str, Any]:
+    """Cancel a waiting or running job (a running worker stops at its next report)."""
+    return job_view(session, jobs.cancel(session, job_id), detail=True)
+
+
+@router.post("/{job_id}/restart", responses={404: {}, 409: {}})
+def restart_job(
+    job_id: str, runtime: RuntimeDep, session: SessionDep, _: AdminAuth
+) -> dict[str, Any]:
+    """Run a failed, timed-out, cancelled or completed job again from scratch."""
+    job = jobs.restart(session, job_id)
+    runtime.dispatch([job.id])
+    return job_view(session, job, detail=True)

@@ -1,0 +1,88 @@
+"""/api/v1/videos: list, detail with probe and outputs, new encodes, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.views import job_view, output_view, video_view
+from vidfarm.media.encode import FORMATS, check_formats
+from vidfarm.media.profiles import load_profile, parse_resolution
+from vidfarm.models import Video
+from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
+
+router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
+
+
+class EncodeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str | None = None
+    resolution: str | None = Field(default=None, pattern=r"^\d{1,5}:\d{1,5}$")
+    formats: list[str] | None = Field(default=None, description=f"Any of {', '.join(FORMATS)}.")
+    start: float | None = Field(default=None, ge=0)
+    end: float | None = Field(default=None, gt=0)
+    priority: int = Field(default=0, ge=-100, le=100)
+
+
+@router.get("")
+def list_videos(
+    session: SessionDep,
+    _: AnyAuth,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Videos, newest first."""
+    total = session.scalar(select(func.count()).select_from(Video)) or 0
+    rows = session.scalars(
+        select(Video).order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
+    )
+    return {
+        "items": [video_view(v) for v in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+@router.get("/{video_id}", responses={404: {}})
+def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+    """One video: probe, jobs, and every output of its newest completed encode with its URL."""
+    video = find_video(session, video_id)
+    encode = latest_completed(session, video.id)
+    outputs = [output_view(video.id, o) for o in outputs_of(session, encode)] if encode else []
+    return {
+        **video_view(video),
+        "probe": video.probe,
+        "jobs": [job_view(session, j) for j in sorted(video.jobs, key=lambda j: j.created_at)],
+        "outputs": outputs,
+    }
+
+
+@router.post("/{video_id}/encode", status_code=202, responses={404: {}, 422: {}})
+def encode_video(
+    video_id: str, body: EncodeRequest, runtime: RuntimeDep, session: SessionDep, _: UserAuth
+) -> dict[str, Any]:
+    """Queue another encode of a stored video."""
+    video = find_video(session, video_id)
+    if body.resolution:
+        parse_resolution(body.resolution)
+    if body.profile:
+        load_profile(body.profile, runtime.settings.user_profiles_dir)
+    if body.formats is not None:
+        check_formats(body.formats)
+    params = body.model_dump(exclude={"priority"}, exclude_none=True)
+    job = submit_encode(session, runtime.settings, video, params=params, priority=body.priority)
+    runtime.dispatch([job.id])
+    return job_view(session, job)
+
+
+@router.delete("/{video_id}", status_code=204, responses={404: {}})
+def remove_video(video_id: str, runtime: RuntimeDep, session: SessionDep, _: UserAuth) -> Response:
+    """Delete a video, its jobs and all its media."""
+    delete_video(session, runtime.storage, video_id)
+    return Response(status_code=204)

@@ -1,0 +1,72 @@
+"""How jobs, videos and outputs look in JSON, shared by every route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vidfarm import jobs
+from vidfarm.models import Job, Output, Video
+
+
+def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, Any]:
+    position, waiting = jobs.rank(session, job.id)
+    view: dict[str, Any] = {
+        "id": job.id,
+        "type": job.type,
+        "video_id": job.video_id,
+        "status": job.status,
+        "progress": round(job.progress, 1),
+        "step": job.step,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "priority": job.priority,
+        "rank": position,
+        "waiting": waiting,
+        "params": job.params,
+        "error": job.error,
+        "error_class": job.error_class,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+    if detail:
+        view["log_tail"] = job.log_tail
+        view["result"] = job.result
+    return view
+
+
+def output_url(video_id: str, output: Output) -> str:
+    """The stream URL of a published file: /videos/stream/<video>/<job>/<file>."""
+    return f"/videos/stream/{video_id}/{output.job_id}/{output.key.rsplit('/', 1)[-1]}"
+
+
+def output_view(video_id: str, output: Output) -> dict[str, Any]:
+    return {
+        "kind": output.kind,
+        "path": output.key.rsplit("/", 1)[-1],
+        "job_id": output.job_id,
+        "url": output_url(video_id, output),
+        "width": output.width,
+        "height": output.height,
+        "bandwidth": output.bandwidth,
+        "codecs": output.codecs,
+        "size": output.size,
+        "sha256": output.sha256,
+    }
+
+
+def video_view(video: Video) -> dict[str, Any]:
+    return {
+        "id": video.id,
+        "filename": video.filename,
+        "size": video.size,
+        "duration": video.duration,
+        "created_at": _iso(video.created_at),
+        "source_url": f"/videos/stream/{video.source_key.rsplit('/', 1)[-1]}",
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(jobs.as_utc(value).isoformat())
