@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from vidfarm import __version__, jobs
-from vidfarm.auth import Role, create_token, list_tokens, revoke_token
+from vidfarm.auth import Role, create_token, has_admin_token, list_tokens, revoke_token
 from vidfarm.config import Settings, load_settings
 from vidfarm.errors import ConfigError, VidfarmError
 from vidfarm.media.encode import encode as encode_media
@@ -171,7 +171,17 @@ def serve(
         f"{rt.engine.url.render_as_string(hide_password=True)}, "
         f"{config.worker_concurrency} worker(s)"
     )
-    console.print("submit work with: vidfarm submit FILE   (then: vidfarm jobs)")
+    with rt.sessions() as session:
+        if not has_admin_token(session):
+            console.print(
+                "no admin token yet: create one with `vidfarm token create --role admin` "
+                "(same VIDFARM_DATA_DIR / VIDFARM_DATABASE_URL), then send it as "
+                "`Authorization: Bearer <token>`"
+            )
+    console.print(
+        f"API on http://{host or config.host}:{port or config.port} (docs at /docs); "
+        "submit work with: vidfarm submit FILE   (then: vidfarm jobs)"
+    )
     uvicorn.run(
         create_app(rt),
         host=host or config.host,

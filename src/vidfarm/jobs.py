@@ -516,6 +516,7 @@ def list_jobs(
     status: str | Sequence[str] | None = None,
     job_type: str | None = None,
     video_id: str | None = None,
+    job_ids: Sequence[str] | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[Job]:
@@ -528,6 +529,8 @@ def list_jobs(
         stmt = stmt.where(Job.type == job_type)
     if video_id is not None:
         stmt = stmt.where(Job.video_id == video_id)
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(job_ids)))
     return list(session.scalars(stmt.execution_options(populate_existing=True)))
 
 

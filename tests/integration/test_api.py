@@ -397,3 +397,48 @@ def test_health_ready_and_metrics(api: Api, small_clip: Path) -> None:
     api.wait_task(body["job_id"])
     metrics = api.client.get("/metrics").text
     assert 'vidfarm_jobs{status="completed",type="encode"} 1.0' in metrics
+
+
+def test_interrupted_upload_leaves_nothing(tmp_path: Path, small_clip: Path) -> None:
+    """A client that goes away mid-upload: the partial file is removed, nothing recorded."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    settings = make_settings(tmp_path)
+    client, api = start_api(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(client.app, host="127.0.0.1", port=0, log_level="error", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    boundary = "vidfarmboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="cut.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+    ).encode()
+    declared = len(head) + 10_000_000
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"POST /videos/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            f"{api.tokens['user']}\r\nContent-Type: multipart/form-data; boundary={boundary}"
+            f"\r\nContent-Length: {declared}\r\n\r\n".encode()
+            + head
+        )
+        sock.sendall(small_clip.read_bytes()[:50_000])  # then the client vanishes
+        uploads = settings.data_dir / "uploads"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (uploads.exists() and any(uploads.iterdir())):
+            time.sleep(0.02)
+        assert any(uploads.iterdir()), "the upload never started"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(uploads.iterdir()):
+        time.sleep(0.05)
+    server.should_exit = True
+    thread.join(timeout=10)
+    assert_nothing_stored(api, settings)
+    api.runtime.engine.dispose()

@@ -70,3 +70,7 @@ def video_view(video: Video) -> dict[str, Any]:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else str(jobs.as_utc(value).isoformat())
+
+
+#: Pagination never needs more; larger numbers only overflow database integers.
+MAX_OFFSET = 1_000_000_000

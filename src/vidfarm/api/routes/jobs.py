@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from vidfarm import jobs
 from vidfarm.api.deps import AdminAuth, AnyAuth, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.views import job_view
+from vidfarm.api.views import MAX_OFFSET, job_view
 from vidfarm.errors import InvalidParameters
 from vidfarm.models import JobStatus
 
@@ -29,7 +29,7 @@ def list_jobs(
     type: Annotated[str | None, Query()] = None,
     video_id: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, filtered by state, type or video."""
     if status and (unknown := sorted(set(status) - set(STATUSES))):
@@ -54,6 +54,10 @@ async def events(
     Following given jobs, the stream ends once they are all final.
     """
     interval = max(0.2, min(runtime.settings.poll_seconds, 1.0))
+    if job_id:
+        with runtime.sessions() as session:
+            for one in job_id:
+                jobs.get_job(session, one)  # unknown ids are a 404 before the stream starts
 
     async def stream() -> AsyncIterator[str]:
         seen: dict[str, tuple[str, float, str | None]] = {}
@@ -83,8 +87,8 @@ def _changes(
     runtime: Any, job_ids: list[str] | None, seen: dict[str, tuple[str, float, str | None]]
 ) -> tuple[list[dict[str, Any]], bool]:
     with runtime.sessions() as session:
-        if job_ids:
-            found = [jobs.get_job(session, j) for j in job_ids]
+        if job_ids:  # a job deleted meanwhile (with its video) simply drops out
+            found = jobs.list_jobs(session, job_ids=job_ids, limit=len(job_ids))
         else:
             found = jobs.list_jobs(session, limit=200)
         changed = []

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.views import job_view, output_view, video_view
+from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
 from vidfarm.media.encode import FORMATS, check_formats
 from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Video
@@ -34,7 +34,7 @@ def list_videos(
     session: SessionDep,
     _: AnyAuth,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Videos, newest first."""
     total = session.scalar(select(func.count()).select_from(Video)) or 0
