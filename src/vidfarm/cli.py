@@ -165,6 +165,7 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     rt = open_runtime(config)
     console.print(
         f"vidfarm {__version__}: data in {config.data_dir.resolve()}, database "
