@@ -59,6 +59,7 @@ class Video(Base):
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     duration: Mapped[float | None] = mapped_column(Float)
     probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    language: Mapped[str | None] = mapped_column(String(16))  # spoken language, e.g. "en"
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="video", passive_deletes=True)
