@@ -281,10 +281,13 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             args += [*_as_flags(options), name]
         else:  # one encoded stream, several files: ffmpeg's tee muxer
             args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
+    # Image outputs pass frames through as they come: the default (constant frame rate) would
+    # repeat the last picture at every frame tick until the next one, encoding thousands.
+    image = ["-fps_mode", "passthrough", "-update", "1"]
     for j in range(len(plan.thumbnails_at)):
-        args += ["-map", f"[t{j}]", "-update", "1", "-q:v", "3", f"thumbnail_{j + 1}.jpg"]
+        args += ["-map", f"[t{j}]", *image, "-q:v", "3", f"thumbnail_{j + 1}.jpg"]
     if plan.sprite:
-        args += ["-map", "[sprite]", "-update", "1", "overview.png"]
+        args += ["-map", "[sprite]", *image, "overview.png"]
     return args
 
 
