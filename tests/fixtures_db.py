@@ -90,5 +90,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     migrate(engine)
     if is_postgresql(engine):
         with engine.begin() as connection:
-            connection.execute(text("TRUNCATE outputs, jobs, videos, tokens CASCADE"))
+            connection.execute(
+                text("TRUNCATE outputs, jobs, videos, tokens, xapi_statements CASCADE")
+            )
     return make_session_factory(engine)

@@ -7,25 +7,20 @@ unless VIDFARM_DEBUG=1.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vidfarm import __version__, jobs
 from vidfarm.auth import Role, create_token, has_admin_token, list_tokens, revoke_token
-from vidfarm.config import Settings, load_settings
-from vidfarm.errors import ConfigError, VidfarmError
+from vidfarm.cli_support import console, errors, fail, guarded, progress_bar, runtime, settings
+from vidfarm.cli_xapi import xapi_app
 from vidfarm.media.encode import encode as encode_media
 from vidfarm.media.encode import plan_encode
 from vidfarm.media.probe import probe
@@ -42,63 +37,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-# Wide when piped, so ids and states are never cut; a terminal keeps its own width.
-console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-T = TypeVar("T")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"vidfarm: error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def guarded(command: Callable[..., T]) -> Callable[..., T]:
-    """Turn vidfarm's errors (and surprises) into one line and an exit code."""
-    import functools
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        try:
-            return command(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except ConfigError as error:
-            fail(str(error), 2)
-        except VidfarmError as error:
-            fail(str(error))
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        except Exception as error:
-            if os.environ.get("VIDFARM_DEBUG"):
-                raise
-            fail(f"unexpected {type(error).__name__}: {error} (VIDFARM_DEBUG=1 shows more)")
-
-    return wrapper
-
-
-def settings() -> Settings:
-    return load_settings()
-
-
-@contextmanager
-def runtime() -> Iterator[Runtime]:
-    rt = open_runtime(settings())
-    try:
-        yield rt
-    finally:
-        rt.engine.dispose()
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        transient=False,
-    )
 
 
 @app.command()
@@ -408,6 +346,9 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")]) -> 
     with runtime() as rt, rt.sessions() as session:
         token = revoke_token(session, token_id)
         console.print(f"token {token.id} revoked", highlight=False)
+
+
+app.add_typer(xapi_app, name="xapi")
 
 
 def main() -> None:  # pragma: no cover - console entry point

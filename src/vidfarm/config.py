@@ -81,6 +81,45 @@ class Settings(BaseSettings):
         default=True, description="Start the default encode as soon as a video is uploaded."
     )
     public_media: bool = Field(default=False, description="Serve published media without a token.")
+    xapi_enabled: bool = Field(
+        default=False, description="Accept player events on /xapi/video/ and deliver them."
+    )
+    xapi_anonymize_actor: bool = Field(
+        default=True, description="Actor name is an HMAC of the user id, not the user's name."
+    )
+    xapi_actor_name: Literal["username", "uuid", "email"] = Field(
+        default="username", description="Actor name when not anonymised."
+    )
+    xapi_actor_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC key for anonymised actors; empty: <data_dir>/xapi-actor-secret.",
+    )
+    xapi_base_url: str = Field(
+        default="",
+        description="Public URL of vidfarm (activity ids, actor homePage); empty: host:port.",
+    )
+    xapi_lrs_url: str = Field(
+        default="", description="LRS xAPI endpoint (statements are POSTed to <url>/statements)."
+    )
+    xapi_lrs_login: str = Field(default="", description="LRS Basic auth user.")
+    xapi_lrs_password: SecretStr = Field(
+        default=SecretStr(""), description="LRS Basic auth password; never printed."
+    )
+    xapi_batch_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=100, description="Statements per POST to the LRS."
+    )
+    xapi_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=10.0, description="Time limit of one request to the LRS."
+    )
+    xapi_retry_base_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=2.0, description="First delay after a 5xx or timeout; doubles, with jitter."
+    )
+    xapi_retry_max_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=300.0, description="Ceiling of the retry delay."
+    )
+    xapi_pause_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=60.0, description="While the LRS refuses our credentials, try again this often."
+    )
     host: str = Field(default="127.0.0.1", description="Address `vidfarm serve` listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `vidfarm serve` listens on."

@@ -134,3 +134,25 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class XapiStatement(Base):
+    """One xAPI statement in the outbox: stored here first, then delivered to the LRS.
+
+    ``state`` is pending (waiting, or backing off until ``next_attempt_at``), delivered, or dead
+    (the LRS refused it as malformed; ``last_error`` holds its reason).
+    """
+
+    __tablename__ = "xapi_statements"
+    __table_args__ = (Index("ix_xapi_statements_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the statement's UUID
+    statement: Mapped[dict[str, Any]] = mapped_column(JSON)
+    video_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)  # HTTP status; 0: no answer
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()

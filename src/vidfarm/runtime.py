@@ -18,6 +18,8 @@ from vidfarm.media.profiles import load_profile
 from vidfarm.scheduler import Scheduler
 from vidfarm.storage import Storage, make_storage
 from vidfarm.worker import run_job
+from vidfarm.xapi.outbox import XapiDelivery
+from vidfarm.xapi.statements import load_actor_secret
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ class Runtime:
     pool: WorkerPool | None = None
     scheduler: Scheduler | None = None
     dispatcher: LocalDispatcher | None = field(default=None)
+    xapi: XapiDelivery | None = None
 
     def run_job(self, claim: Claim, reporter: Reporter) -> None:
         run_job(claim, reporter, settings=self.settings, storage=self.storage)
@@ -48,9 +51,18 @@ class Runtime:
         self.pool.start()
         self.scheduler.start()
         self.scheduler.tick()
+        if self.settings.xapi_enabled:
+            secret = self.settings.xapi_actor_secret.get_secret_value()
+            load_actor_secret(secret, self.settings.data_dir)  # create the key at first start
+            if self.settings.xapi_lrs_url:
+                self.xapi = XapiDelivery(self.sessions, self.settings)
+                self.xapi.start()
 
     def stop_farm(self, timeout: float = 30.0) -> None:
         """Hand running jobs back to the queue and stop; nothing is lost on a clean stop."""
+        if self.xapi:
+            self.xapi.stop(timeout)
+            self.xapi = None
         if self.scheduler:
             self.scheduler.stop(timeout)
         if self.pool:

@@ -1,0 +1,13 @@
+"""xAPI: player events become Video Profile statements, kept in an SQL outbox, sent to an LRS."""
+
+from vidfarm.xapi.outbox import XapiDelivery, outbox_status
+from vidfarm.xapi.statements import ActorPolicy, Viewer, build_statement, validate_event
+
+__all__ = [
+    "ActorPolicy",
+    "Viewer",
+    "XapiDelivery",
+    "build_statement",
+    "outbox_status",
+    "validate_event",
+]
