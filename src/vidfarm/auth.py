@@ -17,8 +17,6 @@ import hmac
 import logging
 import secrets
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -26,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from vidfarm.db import write_transaction_options
+from vidfarm.db import write_transaction
 from vidfarm.errors import InvalidParameters, NotFound
 from vidfarm.models import Token
 
@@ -71,20 +69,6 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
-@contextmanager
-def _write(session: Session) -> Iterator[None]:
-    """One committed writing transaction (BEGIN IMMEDIATE on SQLite, see vidfarm.db)."""
-    if session.in_transaction():
-        session.commit()
-    session.connection(execution_options=write_transaction_options(session))
-    try:
-        yield
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-
-
 def _role(role: Role | str) -> Role:
     try:
         return Role(role)
@@ -123,7 +107,7 @@ def create_token(session: Session, *, role: Role | str, name: str) -> tuple[str,
         secret_sha256=_sha256(secret),
         created_at=_utcnow(),
     )
-    with _write(session):
+    with write_transaction(session):
         session.add(token)
     return f"{TOKEN_PREFIX}{token_id}_{secret}", token
 
@@ -152,7 +136,7 @@ def _touch(session: Session, token: Token) -> None:
     if token.last_used_at is not None and _as_utc(token.last_used_at) > cutoff:
         return
     try:
-        with _write(session):
+        with write_transaction(session):
             session.execute(
                 update(Token)
                 .where(
@@ -178,7 +162,7 @@ def list_tokens(session: Session, *, include_revoked: bool = True) -> list[Token
 
 def revoke_token(session: Session, token_id: str) -> Token:
     """Revoke a token for good; revoking it again keeps the first revocation time."""
-    with _write(session):
+    with write_transaction(session):
         token = session.get(Token, token_id, populate_existing=True, with_for_update=True)
         if token is None:
             raise NotFound(f"no token {token_id}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,3 +175,18 @@ def _upgrade(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+@contextmanager
+def write_transaction(session: Session) -> Iterator[None]:
+    """One committed writing transaction that holds the write lock from its first statement
+    (BEGIN IMMEDIATE on SQLite, so a read never has to turn into a write and fail)."""
+    if session.in_transaction():
+        session.commit()
+    session.connection(execution_options=write_transaction_options(session))
+    try:
+        yield
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

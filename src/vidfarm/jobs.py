@@ -17,8 +17,7 @@ the session's transaction to the caller.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -26,7 +25,7 @@ from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from vidfarm.claims import Claim, OutputRecord
-from vidfarm.db import is_postgresql, write_transaction_options
+from vidfarm.db import is_postgresql, write_transaction
 from vidfarm.errors import (
     InvalidParameters,
     InvalidTransition,
@@ -64,20 +63,6 @@ def as_utc(value: datetime) -> datetime:
 
 def as_utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
-
-
-@contextmanager
-def _write(session: Session) -> Iterator[None]:
-    """One committed writing transaction that holds the write lock from its first statement."""
-    if session.in_transaction():
-        session.commit()
-    session.connection(execution_options=write_transaction_options(session))
-    try:
-        yield
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
 
 
 def _lock(session: Session, job_id: str) -> Job:
@@ -124,7 +109,7 @@ def create_job(
     """Insert a pending job; the scheduler (or the caller) dispatches it."""
     if max_attempts < 1:
         raise InvalidParameters(f"max_attempts must be at least 1, got {max_attempts}")
-    with _write(session):
+    with write_transaction(session):
         job = Job(
             type=job_type,
             video_id=video_id,
@@ -145,7 +130,7 @@ def mark_queued(session: Session, job_ids: Sequence[str]) -> list[str]:
     """Move pending jobs to queued (handed to a transport); returns the ids actually moved."""
     moved: list[str] = []
     now = utcnow()
-    with _write(session):
+    with write_transaction(session):
         for start in range(0, len(job_ids), _IN_CHUNK):
             chunk = list(job_ids[start : start + _IN_CHUNK])
             ids = list(
@@ -192,7 +177,7 @@ def claim_next(
 ) -> Claim | None:
     """Claim the best queued job for this worker, or None when nothing is queued."""
     for _ in range(_CLAIM_RETRIES):
-        with _write(session):
+        with write_transaction(session):
             stmt = select(Job.id).where(Job.status == _QUEUED).order_by(*_ORDER).limit(1)
             if job_types is not None:
                 stmt = stmt.where(Job.type.in_(list(job_types)))
@@ -212,7 +197,7 @@ def claim_job(
     session: Session, job_id: str, *, worker_id: str, lease_seconds: float
 ) -> Claim | None:
     """Claim one named job (a transport delivered its id); None if it is no longer queued."""
-    with _write(session):
+    with write_transaction(session):
         if session.scalar(select(Job.id).where(Job.id == job_id)) is None:
             raise JobNotFound(f"no job {job_id}")
         return _take(session, job_id, worker_id=worker_id, lease_seconds=lease_seconds)
@@ -283,7 +268,7 @@ def heartbeat(
     lease_seconds: float,
 ) -> bool:
     """Record progress and renew the lease; False means the job was cancelled: stop now."""
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         if job.fencing_token == fencing_token and job.status == JobStatus.CANCELLED.value:
             return False
@@ -304,7 +289,7 @@ def complete(
     outputs: Sequence[OutputRecord],
 ) -> Job:
     """Accept the current attempt's outputs, once; they replace any earlier run's rows."""
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         _current(job, fencing_token)
         video_id = job.video_id
@@ -354,7 +339,7 @@ def fail(
     A cancelled job's own attempt may still report (typically JobCancelled after it noticed):
     that is accepted and only keeps the log tail.
     """
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         if job.fencing_token == fencing_token and job.status == JobStatus.CANCELLED.value:
             if log_tail:
@@ -411,7 +396,7 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
 
 def release(session: Session, job_id: str, fencing_token: int) -> Job:
     """Hand a running job back (its worker is stopping): queued again, attempt not counted."""
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         if job.fencing_token == fencing_token and job.status == JobStatus.CANCELLED.value:
             return job
@@ -432,7 +417,7 @@ def release(session: Session, job_id: str, fencing_token: int) -> Job:
 
 def cancel(session: Session, job_id: str) -> Job:
     """Cancel a waiting or running job; a running worker learns it at its next heartbeat."""
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         if job.status in _FINAL:
             raise InvalidTransition(f"job {job_id} is already {job.status}")
@@ -448,7 +433,7 @@ def cancel(session: Session, job_id: str) -> Job:
 
 def restart(session: Session, job_id: str) -> Job:
     """Run a finished job again from scratch, with a fresh attempt budget."""
-    with _write(session):
+    with write_transaction(session):
         job = _lock(session, job_id)
         if job.status not in _FINAL:
             raise InvalidTransition(f"job {job_id} is {job.status}; only a finished job restarts")
@@ -483,7 +468,7 @@ def reclaim_expired(
 ) -> list[str]:
     """Treat running jobs whose lease ran out as a transient failure (their worker is lost)."""
     now = utcnow() if now is None else as_utc(now)
-    with _write(session):
+    with write_transaction(session):
         stmt = (
             select(Job)
             .where(Job.status == _RUNNING, Job.lease_expires_at < now)

@@ -76,14 +76,14 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
-def _presented(*candidates: str | None) -> str | None:
+def presented_token(*candidates: str | None) -> str | None:
     for candidate in candidates:
         if candidate and candidate.strip():
             return candidate.strip()
     return None
 
 
-def _authenticate(runtime: Runtime, plaintext: str | None) -> Principal:
+def authenticate(runtime: Runtime, plaintext: str | None) -> Principal:
     """Check a token in a short session of its own: the route's session stays untouched."""
     if plaintext is None:
         raise _unauthorized(MISSING_DETAIL)
@@ -103,7 +103,7 @@ def _require(principal: Principal, needed: Role) -> Principal:
 
 
 def any_token(runtime: RuntimeDep, bearer: BearerCredentials, header: HeaderToken) -> Principal:
-    return _authenticate(runtime, _presented(bearer.credentials if bearer else None, header))
+    return authenticate(runtime, presented_token(bearer.credentials if bearer else None, header))
 
 
 AnyAuth = Annotated[Principal, Depends(any_token)]
@@ -128,7 +128,7 @@ def media_access(
     if runtime.settings.public_media:
         return ANONYMOUS
     bearer_token = bearer.credentials if bearer else None
-    return _authenticate(runtime, _presented(bearer_token, header, query))
+    return authenticate(runtime, presented_token(bearer_token, header, query))
 
 
 AdminAuth = Annotated[Principal, Depends(admin_token)]

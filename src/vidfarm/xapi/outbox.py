@@ -23,8 +23,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm.config import Settings
-from vidfarm.db import is_postgresql
-from vidfarm.jobs import _write, as_utc, backoff_delay
+from vidfarm.db import is_postgresql, write_transaction
+from vidfarm.jobs import as_utc, backoff_delay
 from vidfarm.models import XapiStatement
 from vidfarm.xapi.lrs import LrsAnswer, LrsClient
 
@@ -55,7 +55,7 @@ def utcnow() -> datetime:
 def enqueue(session: Session, statements: Sequence[tuple[dict[str, Any], str | None]]) -> list[str]:
     """Store built statements (with their video id) as pending; one transaction for all."""
     now = utcnow()
-    with _write(session):
+    with write_transaction(session):
         for statement, video_id in statements:
             session.add(
                 XapiStatement(
@@ -78,7 +78,7 @@ def claim_due(session: Session, limit: int, lease_seconds: float) -> list[XapiSt
     the same time; if this one dies, the statements come back when the lease runs out.
     """
     now = utcnow()
-    with _write(session):
+    with write_transaction(session):
         query = (
             select(XapiStatement)
             .where(XapiStatement.state == PENDING, XapiStatement.next_attempt_at <= now)
@@ -105,7 +105,7 @@ def record(
 ) -> None:
     """Write the outcome of one delivery round; a success also lifts an earlier pause."""
     now = utcnow()
-    with _write(session):
+    with write_transaction(session):
         ids = list(results)
         rows: list[XapiStatement] = []
         for start in range(0, len(ids), _IN_CHUNK):
@@ -140,7 +140,7 @@ def record(
 
 def redeliver_dead(session: Session, ids: Sequence[str] | None = None) -> int:
     """Send dead statements again (after the LRS or the statement was fixed); returns how many."""
-    with _write(session):
+    with write_transaction(session):
         query = update(XapiStatement).where(XapiStatement.state == DEAD)
         if ids is not None:
             query = query.where(XapiStatement.id.in_(list(ids)))

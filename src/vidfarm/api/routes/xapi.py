@@ -22,8 +22,8 @@ from vidfarm.api.deps import (
     Principal,
     RuntimeDep,
     SessionDep,
-    _authenticate,
-    _presented,
+    authenticate,
+    presented_token,
 )
 from vidfarm.api.views import MAX_OFFSET
 from vidfarm.config import Settings
@@ -45,8 +45,8 @@ MAX_EVENTS = 500  # per request; a player sends a handful at a time
 
 def viewer_token(runtime: RuntimeDep, bearer: BearerCredentials, header: HeaderToken) -> Principal:
     """A token when one is sent (and it must then be valid), else the anonymous viewer."""
-    presented = _presented(bearer.credentials if bearer else None, header)
-    return ANONYMOUS if presented is None else _authenticate(runtime, presented)
+    presented = presented_token(bearer.credentials if bearer else None, header)
+    return ANONYMOUS if presented is None else authenticate(runtime, presented)
 
 
 def base_url(settings: Settings) -> str:
