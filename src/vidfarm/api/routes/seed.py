@@ -10,13 +10,15 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from vidfarm import jobs
 from vidfarm.api.deps import AnyAuth, MediaAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.media import resolve, serve
-from vidfarm.api.uploads import discard, receive_upload
+from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus
+from vidfarm.runtime import Runtime
 from vidfarm.videos import add_video, find_video, job_formats, stored_name, submit_encode
 
 router = APIRouter(prefix="/videos", tags=["videos (seed API)"])
@@ -94,14 +96,8 @@ async def upload(request: Request, runtime: RuntimeDep, _: UserAuth) -> UploadRe
         max_bytes=settings.max_upload_bytes,
     )
     try:
-        with runtime.sessions() as session:
-            video, _info = add_video(
-                session, runtime.storage, received.path, filename=received.filename
-            )
-            job_id = None
-            if settings.auto_encode:
-                job_id = submit_encode(session, settings, video).id
-            file_id, filename = video.id, stored_name(video.id, video.filename)
+        # Probing and storing a large file takes seconds: keep the event loop free meanwhile.
+        file_id, filename, job_id = await run_in_threadpool(_ingest, runtime, received)
     finally:
         discard(received)
     if job_id:
@@ -109,6 +105,17 @@ async def upload(request: Request, runtime: RuntimeDep, _: UserAuth) -> UploadRe
     return UploadResponse(
         file_id=file_id, filename=filename, message="Video uploaded successfully", job_id=job_id
     )
+
+
+def _ingest(runtime: Runtime, received: ReceivedUpload) -> tuple[str, str, str | None]:
+    """Probe, store and record an upload; queue its encode when auto-encode is on."""
+    settings = runtime.settings
+    with runtime.sessions() as session:
+        video, _info = add_video(
+            session, runtime.storage, received.path, filename=received.filename
+        )
+        job_id = submit_encode(session, settings, video).id if settings.auto_encode else None
+        return video.id, stored_name(video.id, video.filename), job_id
 
 
 @router.post("/transcode/{file_id}", response_model=TranscodeResponse, responses={404: {}, 422: {}})
