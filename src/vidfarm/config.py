@@ -77,6 +77,48 @@ class Settings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         default=20 * 1024**3, description="Largest accepted upload (bytes); larger is a 413."
     )
+    transcription_engines: dict[str, str] = Field(
+        default={"en": "pocketsphinx"},
+        description='Engine per spoken language, e.g. {"en": "pocketsphinx", "fr": "vosk"}.',
+    )
+    transcription_pocketsphinx_models: dict[str, Path] = Field(
+        default={},
+        description="pocketsphinx model folders per language; English uses the bundled model.",
+    )
+    transcription_vosk_models: dict[str, Path] = Field(
+        default={}, description="Vosk model folders per language (never downloaded)."
+    )
+    transcription_whisper_models: dict[str, Path] = Field(
+        default={},
+        description="faster-whisper (CTranslate2) model folders per language (never downloaded).",
+    )
+    transcription_whisper_compute_type: str = Field(
+        default="int8", description="faster-whisper compute type on CPU (int8, float32, ...)."
+    )
+    transcription_loudnorm: bool = Field(
+        default=False, description="EBU R128 loudness normalisation (-16 LUFS) before recognition."
+    )
+    transcription_chunk_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=1.0, description="Seconds of PCM read from ffmpeg per chunk."
+    )
+    transcription_window_seconds: Annotated[float, Field(ge=5, le=600)] = Field(
+        default=30.0, description="Audio window handed to window-based engines (faster-whisper)."
+    )
+    transcription_max_line_length: Annotated[int, Field(ge=10, le=200)] = Field(
+        default=42, description="Longest caption line in characters."
+    )
+    transcription_strict_accessibility: bool = Field(
+        default=False, description="Strict accessibility mode: lines of at most 32 characters."
+    )
+    transcription_pause_seconds: Annotated[float, Field(gt=0, le=10)] = Field(
+        default=0.5, description="A silence this long between words starts a new cue."
+    )
+    transcription_min_cue_seconds: Annotated[float, Field(ge=0, le=10)] = Field(
+        default=1.0, description="Shortest cue shown (stretched into the following gap)."
+    )
+    transcription_max_cue_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=7.0, description="Longest cue shown."
+    )
     auto_encode: bool = Field(
         default=True, description="Start the default encode as soon as a video is uploaded."
     )

@@ -48,6 +48,7 @@ WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED})
 
 class JobType(enum.StrEnum):
     ENCODE = "encode"
+    TRANSCRIBE = "transcribe"
 
 
 class Video(Base):

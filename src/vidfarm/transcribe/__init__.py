@@ -1,0 +1,1 @@
+"""Speech to captions: streamed 16 kHz PCM from ffmpeg, pluggable engines, WebVTT/SRT/JSON."""
