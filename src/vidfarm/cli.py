@@ -20,6 +20,7 @@ from rich.table import Table
 from vidfarm import __version__, jobs
 from vidfarm.auth import Role, create_token, has_admin_token, list_tokens, revoke_token
 from vidfarm.cli_support import console, errors, fail, guarded, progress_bar, runtime, settings
+from vidfarm.cli_transcribe import transcribe as transcribe_command
 from vidfarm.cli_xapi import xapi_app
 from vidfarm.media.encode import encode as encode_media
 from vidfarm.media.encode import plan_encode
@@ -28,6 +29,7 @@ from vidfarm.media.profiles import available_profiles, load_profile
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Job, JobStatus, Output
 from vidfarm.runtime import Runtime, open_runtime
+from vidfarm.transcribe.engines import resolve as resolve_engine
 from vidfarm.videos import add_video, submit_encode
 
 app = typer.Typer(
@@ -140,6 +142,9 @@ def submit(
     start: Annotated[float | None, typer.Option(help="Cut: start at this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Cut: end at this second.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job until it ends.")] = False,
+    lang: Annotated[
+        str | None, typer.Option(help="Spoken language: a transcription follows the encode.")
+    ] = None,
 ) -> None:
     """Store SOURCE and queue its encode; a running `vidfarm serve` picks it up."""
     with runtime() as rt:
@@ -148,7 +153,9 @@ def submit(
             load_profile(profile, config.user_profiles_dir)  # refuse unknown names now
         params: dict[str, Any] = {"profile": profile, "start": start, "end": end}
         with rt.sessions() as session:
-            video, _ = add_video(session, rt.storage, source)
+            if lang:
+                resolve_engine(lang, config)  # refuse an unconfigured language now
+            video, _ = add_video(session, rt.storage, source, language=lang)
             job = submit_encode(
                 session,
                 config,
@@ -349,6 +356,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")]) -> 
 
 
 app.add_typer(xapi_app, name="xapi")
+app.command("transcribe")(guarded(transcribe_command))
 
 
 def main() -> None:  # pragma: no cover - console entry point

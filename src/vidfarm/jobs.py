@@ -36,7 +36,15 @@ from vidfarm.errors import (
     StaleAttempt,
     VidfarmError,
 )
-from vidfarm.models import FINAL_STATUSES, WAITING_STATUSES, Job, JobStatus, Output, Video
+from vidfarm.models import (
+    FINAL_STATUSES,
+    WAITING_STATUSES,
+    Job,
+    JobStatus,
+    JobType,
+    Output,
+    Video,
+)
 
 ERROR_MAX_CHARS = 1000
 LOG_TAIL_MAX_CHARS = 16_000
@@ -320,7 +328,38 @@ def complete(
         job.finished_at = now
         job.updated_at = now
         _clear_lease(job)
+        _queue_follow_up(session, job)
     return job
+
+
+def _queue_follow_up(session: Session, job: Job) -> None:
+    """An encode of a video with a spoken language is followed by its transcription.
+
+    Created in the completion's own transaction, so it happens exactly once per accepted
+    encode, whatever carried the report; a transcription already waiting or done is reused.
+    """
+    if job.type != JobType.ENCODE.value or job.video_id is None:
+        return
+    language = session.scalar(select(Video.language).where(Video.id == job.video_id))
+    if not language:
+        return
+    existing = session.scalar(
+        select(Job.id)
+        .where(Job.video_id == job.video_id, Job.type == JobType.TRANSCRIBE.value)
+        .where(Job.status.in_([*_WAITING, _RUNNING, JobStatus.COMPLETED.value]))
+        .limit(1)
+    )
+    if existing is None:
+        session.add(
+            Job(
+                type=JobType.TRANSCRIBE.value,
+                video_id=job.video_id,
+                params={"language": language.lower()},
+                status=_PENDING,
+                priority=job.priority,
+                max_attempts=job.max_attempts,
+            )
+        )
 
 
 def fail(

@@ -35,7 +35,12 @@ def stored_name(video_id: str, filename: str) -> str:
 
 
 def add_video(
-    session: Session, storage: Storage, source: Path, *, filename: str | None = None
+    session: Session,
+    storage: Storage,
+    source: Path,
+    *,
+    filename: str | None = None,
+    language: str | None = None,
 ) -> tuple[Video, MediaInfo]:
     """Probe (refusing bad input before anything is stored), then store and record it."""
     name = safe_filename(filename or source.name)
@@ -52,6 +57,7 @@ def add_video(
         size=info.size,
         duration=info.duration,
         probe=probe_data,
+        language=language.lower() if language else None,
     )
     session.add(video)
     session.commit()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from pathlib import Path
+from typing import Any
 
 from vidfarm.claims import Claim, OutputRecord, Reporter
 from vidfarm.config import Settings
@@ -14,6 +16,7 @@ from vidfarm.media.profiles import load_profile, rendition_for
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import JobType
 from vidfarm.storage import Storage
+from vidfarm.transcribe.job import run_transcription
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +26,67 @@ def attempt_prefix(claim: Claim) -> str:
     return f"videos/{claim.video_id}/{claim.job_id}/a{claim.fencing_token}"
 
 
+class KeepAlive:
+    """A reporter that also renews the lease between the job's own reports.
+
+    Loading a speech model, hashing or uploading outputs can take longer than a lease; the
+    lease must not expire because a step is long, only because the worker is gone. When the
+    job core learns it must stop (cancelled, stale, shutting down), so does every later report.
+    """
+
+    def __init__(self, reporter: Reporter, interval: float) -> None:
+        self._reporter = reporter
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._percent, self._step = 0.0, "starting"
+        self._stopped = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="vidfarm-keepalive", daemon=True)
+
+    def __enter__(self) -> KeepAlive:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def progress(self, percent: float, step: str) -> bool:
+        with self._lock:
+            self._percent, self._step = percent, step
+            self._stopped = self._stopped or not self._reporter.progress(percent, step)
+            return not self._stopped
+
+    def complete(self, result: dict[str, Any], outputs: list[OutputRecord]) -> None:
+        self._done.set()
+        with self._lock:
+            self._reporter.complete(result, outputs)
+
+    def fail(self, error: VidfarmError, log_tail: list[str]) -> None:
+        self._done.set()
+        with self._lock:
+            self._reporter.fail(error, log_tail)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self._interval):
+            with self._lock:
+                if self._done.is_set() or self._stopped:
+                    return
+                self._stopped = not self._reporter.progress(self._percent, self._step)
+
+
 def run_job(claim: Claim, reporter: Reporter, *, settings: Settings, storage: Storage) -> None:
     """Run one claimed job to a report: complete with outputs, or fail with a classified error."""
+    with KeepAlive(reporter, settings.lease_seconds / 3) as alive:
+        _run(claim, alive, settings=settings, storage=storage)
+
+
+def _run(claim: Claim, reporter: Reporter, *, settings: Settings, storage: Storage) -> None:
     workdir = settings.data_dir / "work" / f"{claim.job_id}-a{claim.fencing_token}"
     try:
+        if claim.job_type == JobType.TRANSCRIBE:
+            run_transcription(claim, reporter, settings, storage)
+            return
         if claim.job_type != JobType.ENCODE:
             raise InvalidParameters(f"unknown job type {claim.job_type!r}")
         result = _encode(claim, reporter, settings, storage, workdir)

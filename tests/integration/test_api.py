@@ -442,3 +442,45 @@ def test_interrupted_upload_leaves_nothing(tmp_path: Path, small_clip: Path) -> 
     thread.join(timeout=10)
     assert_nothing_stored(api, settings)
     api.runtime.engine.dispose()
+
+
+def test_upload_with_a_language_gets_subtitles_in_its_master_playlist(
+    api: Api, speech_clip: Path
+) -> None:
+    with speech_clip.open("rb") as handle:
+        response = api.post(
+            "/videos/upload", params={"language": "en"}, files={"file": ("talk.mkv", handle)}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert api.wait_task(body["job_id"])["state"] == "SUCCESS"
+    deadline = time.monotonic() + 120
+    transcription: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        found = api.get(
+            "/api/v1/jobs", params={"video_id": body["file_id"], "type": "transcribe"}
+        ).json()["items"]
+        if found and found[0]["status"] in ("completed", "failed"):
+            transcription = found[0]
+            break
+        time.sleep(0.2)
+    assert transcription.get("status") == "completed", transcription
+    master_url = api.get(
+        f"/videos/stream/{body['file_id']}_transcoded.m3u8", follow_redirects=False
+    ).headers["location"]
+    master = m3u8.loads(api.fetch(master_url).text)
+    [subtitles] = [m for m in master.media if m.type == "SUBTITLES"]
+    assert subtitles.language == "en" and subtitles.group_id == "subs"
+    assert all(p.stream_info.subtitles == "subs" for p in master.playlists)
+    playlist_url = urljoin(master_url, subtitles.uri)
+    assert f"/{transcription['id']}/" in playlist_url
+    playlist = m3u8.loads(api.fetch(playlist_url).text)
+    vtt = api.fetch(urljoin(playlist_url, playlist.segments[0].uri))
+    assert vtt.headers["content-type"].startswith("text/vtt")
+    assert vtt.text.startswith("WEBVTT") and " --> " in vtt.text
+    # A language nobody configured is refused before anything is stored.
+    with speech_clip.open("rb") as handle:
+        refused = api.post(
+            "/videos/upload", params={"language": "xx"}, files={"file": ("talk.mkv", handle)}
+        )
+    assert refused.status_code == 422 and "xx" in refused.json()["detail"]

@@ -243,3 +243,33 @@ def test_scheduler_loop_dispatches_new_jobs(
             wait_status(session_factory, job_id, JobStatus.COMPLETED)
     finally:
         scheduler.stop(timeout=5)
+
+
+def test_keep_alive_renews_the_lease_through_a_long_silent_step(
+    session_factory: Factory, settings: Settings
+) -> None:
+    """A step longer than the lease (a model loading, an upload) must not lose the job."""
+    from vidfarm.reporting import DirectReporter
+    from vidfarm.worker import KeepAlive
+
+    lease = 0.6
+    [job_id] = submit(session_factory)
+    with session_factory() as session:
+        jobs.mark_queued(session, [job_id])
+        claim = jobs.claim_next(session, worker_id="w", lease_seconds=lease)
+    assert claim is not None
+    quick = settings.model_copy(update={"lease_seconds": lease})
+    with KeepAlive(DirectReporter(session_factory, claim, quick), lease / 3) as alive:
+        time.sleep(lease * 3)  # silent: no progress of its own
+        with session_factory() as session:
+            assert jobs.reclaim_expired(session, retry_base=0.1, retry_max=0.1) == []
+        alive.complete({"ok": True}, [])
+    assert load(session_factory, job_id).status == JobStatus.COMPLETED
+    # Without it, the same silence costs the lease.
+    [other] = submit(session_factory)
+    with session_factory() as session:
+        jobs.mark_queued(session, [other])
+        jobs.claim_next(session, worker_id="w", lease_seconds=lease)
+    time.sleep(lease * 2)
+    with session_factory() as session:
+        assert jobs.reclaim_expired(session, retry_base=0.1, retry_max=0.1) == [other]

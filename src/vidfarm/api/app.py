@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfarm import __version__
-from vidfarm.api.routes import health, jobs, seed, videos, xapi
+from vidfarm.api.routes import health, jobs, seed, transcribe, videos, xapi
 from vidfarm.api.uploads import NotMultipart, UploadInterrupted
 from vidfarm.errors import (
     InvalidMedia,
@@ -66,7 +66,14 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    for router in (health.router, seed.router, videos.router, jobs.router, xapi.router):
+    for router in (
+        health.router,
+        seed.router,
+        videos.router,
+        transcribe.router,
+        jobs.router,
+        xapi.router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(VidfarmError)

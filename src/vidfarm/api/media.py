@@ -12,8 +12,11 @@ from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.errors import InvalidParameters, JobNotFound, NotFound
-from vidfarm.models import JobStatus
+from vidfarm.media.encode import MASTER_PLAYLIST
+from vidfarm.models import JobStatus, JobType
 from vidfarm.storage import Storage, content_disposition, content_type_for
+from vidfarm.transcribe.hls import add_subtitles
+from vidfarm.transcribe.job import SUBTITLE_PLAYLIST
 from vidfarm.videos import find_video, latest_completed, outputs_of
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -26,6 +29,7 @@ class Found:
     key: str | None = None  # a stored object to serve
     redirect: str | None = None  # or a canonical path to go to (relative to /videos/stream/)
     name: str = ""
+    subtitles: tuple[tuple[str, str], ...] = ()  # (relative playlist URI, language) to add
 
 
 def resolve(session: Session, path: str) -> Found:
@@ -54,7 +58,32 @@ def _published(session: Session, video_id: str, job_id: str, name: str) -> Found
     prefix = (job.result or {}).get("prefix")
     if job.video_id != video_id or job.status != JobStatus.COMPLETED or not prefix:
         raise NotFound(f"no output {video_id}/{job_id}/{name}")
-    return Found(key=f"{prefix}/{name}", name=name)
+    subtitles: tuple[tuple[str, str], ...] = ()
+    if name == MASTER_PLAYLIST and job.type == JobType.ENCODE:
+        subtitles = _subtitle_renditions(session, video_id)
+    return Found(key=f"{prefix}/{name}", name=name, subtitles=subtitles)
+
+
+def _subtitle_renditions(session: Session, video_id: str) -> tuple[tuple[str, str], ...]:
+    """The video's finished transcriptions, as SUBTITLES renditions of its master playlist.
+
+    Added when the master is served (not written into it): transcriptions usually finish
+    after the encode, and a new one must not need the encode published again.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    done = jobs.list_jobs(
+        session,
+        status=JobStatus.COMPLETED.value,
+        video_id=video_id,
+        job_type=JobType.TRANSCRIBE.value,
+    )
+    for transcription in reversed(done):  # oldest first: the newest per language wins
+        for output in outputs_of(session, transcription):
+            if output.kind == SUBTITLE_PLAYLIST:
+                language = str(transcription.params.get("language") or "und")
+                name = output.key.rsplit("/", 1)[-1]
+                found[language] = (f"../{transcription.id}/{name}", language)
+    return tuple(found.values())
 
 
 def _alias(session: Session, video_id: str, ext: str) -> Found:
@@ -85,6 +114,12 @@ def serve(storage: Storage, found: Found, *, base: str, download: bool) -> Respo
         url = storage.url_for(found.key, filename=found.name, attachment=download)
         if url is not None:
             return RedirectResponse(url, status_code=307)
+    if found.subtitles:
+        with storage.open(found.key) as reader:
+            master = reader.read().decode("utf-8")
+        for uri, language in found.subtitles:
+            master = add_subtitles(master, uri, language)
+        return Response(master, media_type=content_type_for(found.key))
     path = storage.local_path(found.key)
     if path is None:  # a playlist in an object store: stream it through
         reader = storage.open(found.key)

@@ -63,6 +63,7 @@ def video_view(video: Video) -> dict[str, Any]:
         "filename": video.filename,
         "size": video.size,
         "duration": video.duration,
+        "language": video.language,
         "created_at": _iso(video.created_at),
         "source_url": f"/videos/stream/{video.source_key.rsplit('/', 1)[-1]}",
     }

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +19,7 @@ from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus
 from vidfarm.runtime import Runtime
+from vidfarm.transcribe.engines import resolve as resolve_engine
 from vidfarm.videos import add_video, find_video, job_formats, stored_name, submit_encode
 
 router = APIRouter(prefix="/videos", tags=["videos (seed API)"])
@@ -86,9 +87,19 @@ class TranscodeResponse(BaseModel):
     openapi_extra=UPLOAD_BODY,
     responses={413: {}, 415: {}, 422: {}},
 )
-async def upload(request: Request, runtime: RuntimeDep, _: UserAuth) -> UploadResponse:
+async def upload(
+    request: Request,
+    runtime: RuntimeDep,
+    _: UserAuth,
+    language: Annotated[
+        str | None,
+        Query(max_length=16, description="Spoken language: a transcription follows the encode."),
+    ] = None,
+) -> UploadResponse:
     """Stream a video into storage; refuse what is not media; start the default encode."""
     settings = runtime.settings
+    if language:
+        resolve_engine(language, settings)  # an unconfigured language is refused up front
     received = await receive_upload(
         request,
         field="file",
@@ -97,7 +108,7 @@ async def upload(request: Request, runtime: RuntimeDep, _: UserAuth) -> UploadRe
     )
     try:
         # Probing and storing a large file takes seconds: keep the event loop free meanwhile.
-        file_id, filename, job_id = await run_in_threadpool(_ingest, runtime, received)
+        file_id, filename, job_id = await run_in_threadpool(_ingest, runtime, received, language)
     finally:
         discard(received)
     if job_id:
@@ -107,12 +118,14 @@ async def upload(request: Request, runtime: RuntimeDep, _: UserAuth) -> UploadRe
     )
 
 
-def _ingest(runtime: Runtime, received: ReceivedUpload) -> tuple[str, str, str | None]:
+def _ingest(
+    runtime: Runtime, received: ReceivedUpload, language: str | None
+) -> tuple[str, str, str | None]:
     """Probe, store and record an upload; queue its encode when auto-encode is on."""
     settings = runtime.settings
     with runtime.sessions() as session:
         video, _info = add_video(
-            session, runtime.storage, received.path, filename=received.filename
+            session, runtime.storage, received.path, filename=received.filename, language=language
         )
         job_id = submit_encode(session, settings, video).id if settings.auto_encode else None
         return video.id, stored_name(video.id, video.filename), job_id
