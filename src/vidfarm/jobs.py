@@ -345,14 +345,14 @@ def _queue_follow_up(session: Session, job: Job) -> None:
         return
     existing = session.scalar(
         select(Job.id)
-        .where(Job.video_id == job.video_id, Job.type == JobType.TRANSCRIBE.value)
+        .where(Job.video_id == job.video_id, Job.type == JobType.TRANSCRIPTION.value)
         .where(Job.status.in_([*_WAITING, _RUNNING, JobStatus.COMPLETED.value]))
         .limit(1)
     )
     if existing is None:
         session.add(
             Job(
-                type=JobType.TRANSCRIBE.value,
+                type=JobType.TRANSCRIPTION.value,
                 video_id=job.video_id,
                 params={"language": language.lower()},
                 status=_PENDING,

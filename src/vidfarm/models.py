@@ -48,7 +48,7 @@ WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED})
 
 class JobType(enum.StrEnum):
     ENCODE = "encode"
-    TRANSCRIBE = "transcribe"
+    TRANSCRIPTION = "transcription"
 
 
 class Video(Base):

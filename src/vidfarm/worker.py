@@ -84,7 +84,7 @@ def run_job(claim: Claim, reporter: Reporter, *, settings: Settings, storage: St
 def _run(claim: Claim, reporter: Reporter, *, settings: Settings, storage: Storage) -> None:
     workdir = settings.data_dir / "work" / f"{claim.job_id}-a{claim.fencing_token}"
     try:
-        if claim.job_type == JobType.TRANSCRIBE:
+        if claim.job_type == JobType.TRANSCRIPTION:
             run_transcription(claim, reporter, settings, storage)
             return
         if claim.job_type != JobType.ENCODE:

@@ -458,7 +458,7 @@ def test_upload_with_a_language_gets_subtitles_in_its_master_playlist(
     transcription: dict[str, Any] = {}
     while time.monotonic() < deadline:
         found = api.get(
-            "/api/v1/jobs", params={"video_id": body["file_id"], "type": "transcribe"}
+            "/api/v1/jobs", params={"video_id": body["file_id"], "type": "transcription"}
         ).json()["items"]
         if found and found[0]["status"] in ("completed", "failed"):
             transcription = found[0]

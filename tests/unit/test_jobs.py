@@ -170,9 +170,9 @@ def test_claim_order_is_priority_then_age(session_factory: Factory) -> None:
 
 def test_claim_filters_job_types_and_claim_job_takes_a_named_job(session_factory: Factory) -> None:
     encode = new_job(session_factory, job_type="encode")
-    transcribe = new_job(session_factory, job_type="transcribe")
+    transcribe = new_job(session_factory, job_type="transcription")
     with session_factory() as session:
-        got = jobs.claim_next(session, worker_id="w", lease_seconds=1, job_types=["transcribe"])
+        got = jobs.claim_next(session, worker_id="w", lease_seconds=1, job_types=["transcription"])
         assert got is not None and got.job_id == transcribe
         assert jobs.claim_next(session, worker_id="w", lease_seconds=1, job_types=["x"]) is None
         named = jobs.claim_job(session, encode, worker_id="w", lease_seconds=1)
@@ -517,14 +517,14 @@ def test_rank_and_total_waiting(session_factory: Factory) -> None:
 def test_due_pending_and_list_jobs(session_factory: Factory) -> None:
     video_id = add_video(session_factory)
     a = new_job(session_factory, video_id, queue=False)
-    b = new_job(session_factory, priority=2, queue=False, job_type="transcribe")
+    b = new_job(session_factory, priority=2, queue=False, job_type="transcription")
     c = new_job(session_factory, video_id)
     with session_factory() as session:
         assert jobs.due_pending(session) == [b, a]
         assert [j.id for j in jobs.list_jobs(session)] == [c, b, a]
         assert [j.id for j in jobs.list_jobs(session, status="pending")] == [b, a]
         assert [j.id for j in jobs.list_jobs(session, status=["queued"])] == [c]
-        assert [j.id for j in jobs.list_jobs(session, job_type="transcribe")] == [b]
+        assert [j.id for j in jobs.list_jobs(session, job_type="transcription")] == [b]
         assert [j.id for j in jobs.list_jobs(session, video_id=video_id)] == [c, a]
         assert [j.id for j in jobs.list_jobs(session, limit=1, offset=1)] == [b]
 

@@ -100,7 +100,7 @@ def populate(session: Session) -> None:
     finished(session, wait=700, run=4000, error=JobTimedOut("too long"))
     finished(session, wait=10, run=2, result={"duration": 5.0})  # no encode timing: no speed
     # Waited from its creation: queued_at is missing, so created_at counts.
-    finished(session, wait=2, run=7, job_type="transcribe", queued=False)
+    finished(session, wait=2, run=7, job_type="transcription", queued=False)
 
     jobs.create_job(session, job_type="encode", video_id=None, max_attempts=3)  # pending
     queued = jobs.create_job(session, job_type="encode", video_id=None, max_attempts=3)
@@ -160,7 +160,7 @@ def test_metrics_from_sql(session_factory: sessionmaker[Session], db_url: str) -
         got = value(samples, "vidfarm_jobs", type="encode", status=status.value)
         assert got == encode_counts[status.value], status
         expected = 1 if status == JobStatus.COMPLETED else 0
-        assert value(samples, "vidfarm_jobs", type="transcribe", status=status.value) == expected
+        assert value(samples, "vidfarm_jobs", type="transcription", status=status.value) == expected
 
     waits = [3, 45, 0.2, 700, 10]
     wait = "vidfarm_job_queue_wait_seconds"
@@ -171,9 +171,9 @@ def test_metrics_from_sql(session_factory: sessionmaker[Session], db_url: str) -
     assert buckets(samples, wait, type="encode")["60.0"] == 4
     assert value(samples, f"{wait}_count", type="encode") == 5
     assert value(samples, f"{wait}_sum", type="encode") == pytest.approx(758.2, abs=1e-3)
-    assert buckets(samples, wait, type="transcribe")["1.0"] == 0
-    assert buckets(samples, wait, type="transcribe")["5.0"] == 1
-    assert value(samples, f"{wait}_sum", type="transcribe") == pytest.approx(2.0, abs=1e-3)
+    assert buckets(samples, wait, type="transcription")["1.0"] == 0
+    assert buckets(samples, wait, type="transcription")["5.0"] == 1
+    assert value(samples, f"{wait}_sum", type="transcription") == pytest.approx(2.0, abs=1e-3)
 
     runs = [20, 200, 0.7, 4000, 2]
     run = "vidfarm_job_run_seconds"
@@ -182,7 +182,7 @@ def test_metrics_from_sql(session_factory: sessionmaker[Session], db_url: str) -
     assert buckets(samples, run, type="encode")["3600.0"] == 4
     assert buckets(samples, run, type="encode")["7200.0"] == 5
     assert value(samples, f"{run}_sum", type="encode") == pytest.approx(4222.7, abs=1e-3)
-    assert value(samples, f"{run}_count", type="transcribe") == 1
+    assert value(samples, f"{run}_count", type="transcription") == 1
 
     speed = "vidfarm_encode_speed_ratio"
     assert buckets(samples, speed) == expected_buckets([5.0, 0.4], metrics.SPEED_BUCKETS)

@@ -242,7 +242,7 @@ class RecordingReporter:
 def claim_for(key: str, **params: Any) -> Claim:
     return Claim(
         job_id="job1",
-        job_type="transcribe",
+        job_type="transcription",
         video_id="vid1",
         source_key=key,
         params=params,
@@ -421,7 +421,7 @@ def test_api_queues_a_transcription_job(small_clip: Path, tmp_path: Path) -> Non
         url = f"/api/v1/videos/{video_id}/transcribe"
         queued = client.post(url, json={"language": "EN"}, headers=headers)
         assert queued.status_code == 202, queued.text
-        assert queued.json()["type"] == "transcribe" and queued.json()["video_id"] == video_id
+        assert queued.json()["type"] == "transcription" and queued.json()["video_id"] == video_id
         refused = client.post(url, json={"language": "de"}, headers=headers)
         assert refused.status_code == 422
         assert refused.json()["detail"].startswith("no transcription engine for language 'de'")

@@ -75,7 +75,7 @@ def _subtitle_renditions(session: Session, video_id: str) -> tuple[tuple[str, st
         session,
         status=JobStatus.COMPLETED.value,
         video_id=video_id,
-        job_type=JobType.TRANSCRIBE.value,
+        job_type=JobType.TRANSCRIPTION.value,
     )
     for transcription in reversed(done):  # oldest first: the newest per language wins
         for output in outputs_of(session, transcription):

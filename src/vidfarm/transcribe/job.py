@@ -202,7 +202,7 @@ def submit_transcription(
     spec = resolve(language, settings)
     return create_job(
         session,
-        job_type=JobType.TRANSCRIBE.value,
+        job_type=JobType.TRANSCRIPTION.value,
         video_id=video.id,
         params={"language": spec.language},
         priority=priority,
