@@ -261,3 +261,17 @@ def test_bad_format_choices(
 ) -> None:
     with pytest.raises(InvalidParameters, match=message):
         run_encode(small_clip, tmp_path / "out", fast_profile, formats=formats)
+
+
+def test_image_outputs_pass_frames_through(hd_clip: Path, fast_profile: Profile) -> None:
+    """Regression: with ffmpeg's default constant-rate output, each thumbnail and the sprite
+    repeated their picture at every frame tick (hundreds of 1080p JPEGs per thumbnail)."""
+    from vidfarm.media.encode import build_ffmpeg_args, plan_encode
+    from vidfarm.media.probe import probe
+
+    args = build_ffmpeg_args(plan_encode(probe(hd_clip), fast_profile), hd_clip)
+    images = [i for i, a in enumerate(args) if a.endswith((".jpg", ".png"))]
+    assert len(images) == 4  # three thumbnails and the sprite
+    for index in images:
+        output_options = args[max(j for j in range(index) if args[j] == "-map") : index]
+        assert output_options[output_options.index("-fps_mode") + 1] == "passthrough"

@@ -261,7 +261,7 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             f"setsar=1,tile={sprite.tiles}x1:overlap={sprite.tiles - 1}:"
             f"init_padding={sprite.tiles - 1}[sprite]"
         )
-    args = ["-filter_complex", ";".join(graph), "-max_muxing_queue_size", "4000"]
+    args = ["-filter_complex", ";".join(graph)]
     if plan.dash:
         args += _dash_args(plan, ladder)
     for i, rendition in enumerate([] if plan.dash else ladder.renditions):
