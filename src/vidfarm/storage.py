@@ -90,7 +90,9 @@ class Storage(Protocol):
         """Store a stream in constant memory; TooLarge (and nothing stored) past max_bytes."""
         ...
 
-    def put_file(self, source: Path, key: str) -> None: ...
+    def put_file(self, source: Path, key: str, *, move: bool = False) -> None:
+        """Store a local file; with `move`, the file is consumed (renamed when it can be)."""
+        ...
 
     def open(self, key: str) -> BinaryIO:
         """A streaming reader; NotFound if the key does not exist."""
@@ -158,9 +160,19 @@ class LocalStorage:
             temporary.unlink(missing_ok=True)
         return size
 
-    def put_file(self, source: Path, key: str) -> None:
+    def put_file(self, source: Path, key: str, *, move: bool = False) -> None:
+        if move:
+            target = self.path(key)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)  # same file system: no copy of a 1 GiB upload
+                return
+            except OSError:
+                pass  # another file system: copy, then drop the source
         with source.open("rb") as handle:
             self.put_stream(key, handle)
+        if move:
+            source.unlink(missing_ok=True)
 
     def open(self, key: str) -> BinaryIO:
         try:

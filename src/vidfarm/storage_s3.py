@@ -219,7 +219,7 @@ class S3Storage:
         except Exception as error:  # the original error matters more; a lifecycle rule sweeps
             log.warning("could not abort the multipart upload of %s: %s", key, error)
 
-    def put_file(self, source: Path, key: str) -> None:
+    def put_file(self, source: Path, key: str, *, move: bool = False) -> None:
         check_key(key)
         with _s3_errors("write", key):
             self.client.upload_file(
@@ -229,6 +229,8 @@ class S3Storage:
                 ExtraArgs={"ContentType": content_type_for(key)},
                 Config=self._transfer,
             )
+        if move:
+            source.unlink(missing_ok=True)
 
     def open(self, key: str) -> BinaryIO:
         """A buffered reader over the object's body: streamed, never loaded whole."""

@@ -41,13 +41,14 @@ def add_video(
     *,
     filename: str | None = None,
     language: str | None = None,
+    move: bool = False,
 ) -> tuple[Video, MediaInfo]:
     """Probe (refusing bad input before anything is stored), then store and record it."""
     name = safe_filename(filename or source.name)
     info = probe(source, name=name)
     video_id = new_id()
     key = f"sources/{video_id}/{stored_name(video_id, name)}"
-    storage.put_file(source, key)
+    storage.put_file(source, key, move=move)  # an upload's temporary file is moved in
     probe_data = info.to_dict()
     probe_data["path"] = name
     video = Video(

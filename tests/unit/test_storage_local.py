@@ -49,3 +49,18 @@ def test_put_and_publish(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "store/videos/v1/j1").iterdir() if p.name != "a1"]
     store.delete_prefix("videos/v1/j1/a1")
     assert not store.exists("videos/v1/j1/a1/master.m3u8")
+
+
+def test_put_file_can_move_instead_of_copy(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "store")
+    source = tmp_path / "upload.tmp"
+    source.write_bytes(b"v" * 1000)
+    inode = source.stat().st_ino
+    store.put_file(source, "sources/v1/v1.mp4", move=True)
+    stored = tmp_path / "store/sources/v1/v1.mp4"
+    assert not source.exists() and stored.read_bytes() == b"v" * 1000
+    assert stored.stat().st_ino == inode  # renamed, not copied
+    kept = tmp_path / "mine.mp4"
+    kept.write_bytes(b"k")
+    store.put_file(kept, "sources/v2/v2.mp4")
+    assert kept.exists()  # without move the caller's file stays

@@ -12,6 +12,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -41,11 +42,13 @@ class ReceivedUpload:
 class _FilePart:
     """Collects the one form field we want into a file, counting its bytes."""
 
-    def __init__(self, field: str, target: Path, max_bytes: int) -> None:
+    def __init__(self, field: str, target: Path, max_bytes: int, handle: BinaryIO) -> None:
         self.field = field
         self.target = target
         self.max_bytes = max_bytes
-        self.handle = target.open("wb")
+        # The descriptor mkstemp opened: reopening with "wb" would truncate, and closing a
+        # truncated file makes the file system flush it all at once (on the event loop).
+        self.handle = handle
         self.size = 0
         self.filename: str | None = None
         self._headers: dict[bytes, bytes] = {}
@@ -95,10 +98,9 @@ async def receive_upload(
     if declared and declared.isdigit() and int(declared) > max_bytes + ENVELOPE_BYTES:
         raise TooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
     folder.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix="upload-", dir=folder)
-    os.close(handle)
+    descriptor, name = tempfile.mkstemp(prefix="upload-", dir=folder)
     target = Path(name)
-    part = _FilePart(field, target, max_bytes)
+    part = _FilePart(field, target, max_bytes, os.fdopen(descriptor, "wb"))
     callbacks = {
         name: getattr(part, name)
         for name in (

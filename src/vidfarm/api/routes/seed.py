@@ -110,7 +110,7 @@ async def upload(
         # Probing and storing a large file takes seconds: keep the event loop free meanwhile.
         file_id, filename, job_id = await run_in_threadpool(_ingest, runtime, received, language)
     finally:
-        discard(received)
+        await run_in_threadpool(discard, received)  # unlinking 1 GiB takes a while too
     if job_id:
         runtime.dispatch([job_id])
     return UploadResponse(
@@ -125,7 +125,12 @@ def _ingest(
     settings = runtime.settings
     with runtime.sessions() as session:
         video, _info = add_video(
-            session, runtime.storage, received.path, filename=received.filename, language=language
+            session,
+            runtime.storage,
+            received.path,
+            filename=received.filename,
+            language=language,
+            move=True,
         )
         job_id = submit_encode(session, settings, video).id if settings.auto_encode else None
         return video.id, stored_name(video.id, video.filename), job_id
