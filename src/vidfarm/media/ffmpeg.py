@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from vidfarm.errors import FFmpegFailed, FFmpegInterrupted, JobCancelled, JobTimedOut
 
@@ -42,6 +43,88 @@ class FFmpegRun:
     log_tail: list[str]
 
 
+class FFmpegProcess:
+    """One ffmpeg child: argument list, own process group, stderr tail kept, time limit.
+
+    Used as a context manager: leaving it early (an exception, a consumer that stops) kills
+    the whole process group; leaving it in every case reaps the child, so no ffmpeg outlives
+    its job.
+    """
+
+    def __init__(
+        self, command: Sequence[str], *, cwd: Path | None = None, time_limit: float | None = None
+    ) -> None:
+        self.time_limit = time_limit
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: one kill reaches every child
+        )
+        self.log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.timed_out = threading.Event()
+        self.exit_code: int | None = None
+        self.cpu_seconds = 0.0
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+        self._watchdog: threading.Timer | None = None
+        if time_limit:
+            self._watchdog = threading.Timer(time_limit, self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    @property
+    def stdout(self) -> IO[bytes]:
+        assert self.process.stdout is not None
+        return self.process.stdout
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        """Reap the child (recording its CPU time) and stop the helpers; returns the exit code."""
+        if self.exit_code is None:
+            _, status, usage = os.wait4(self.process.pid, 0)
+            self.exit_code = self.process.returncode = os.waitstatus_to_exitcode(status)
+            self.cpu_seconds = usage.ru_utime + usage.ru_stime
+            if self._watchdog:
+                self._watchdog.cancel()
+            self._reader.join(timeout=5)
+            self.stdout.close()
+        return self.exit_code
+
+    def raise_for_failure(self, what: str = "ffmpeg") -> None:
+        """Turn a non-zero exit into its classified error (a time-out first)."""
+        if self.exit_code == 0:
+            return
+        if self.timed_out.is_set():
+            raise JobTimedOut(f"{what} ran past its time limit of {self.time_limit:.0f} s")
+        raise classify_failure(self.exit_code or -1, list(self.log))
+
+    def __enter__(self) -> FFmpegProcess:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.kill()
+        self.wait()
+
+    def _collect(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.log.append(line)
+
+    def _expire(self) -> None:
+        self.timed_out.set()
+        self.kill()
+
+
 def run_ffmpeg(
     ffmpeg: str,
     args: Sequence[str],
@@ -53,45 +136,14 @@ def run_ffmpeg(
 ) -> FFmpegRun:
     """Run `ffmpeg args...`, reporting progress against `duration` seconds of output."""
     command = [
-        ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "warning",
-        "-stats_period",
-        "0.5",
-        "-progress",
-        "pipe:1",
-        "-y",
-        *args,
-    ]
-    started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,  # its own process group: one kill reaches every child
-    )
-    log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    stderr_reader = threading.Thread(target=_collect, args=(process.stderr, log), daemon=True)
-    stderr_reader.start()
-    timed_out = threading.Event()
-    watchdog = None
-    if time_limit:
-        watchdog = threading.Timer(time_limit, _expire, args=(process, timed_out))
-        watchdog.daemon = True
-        watchdog.start()
+        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
+        "-stats_period", "0.5", "-progress", "pipe:1", "-y", *args,
+    ]  # fmt: skip
     cancelled = False
     best = 0.0  # ffmpeg's out_time wanders between streams; users expect a bar that only grows
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            key, _, value = line.strip().partition("=")
+    with FFmpegProcess(command, cwd=cwd, time_limit=time_limit) as child:
+        for raw in child.stdout:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
             if key != "out_time_us" or on_progress is None or cancelled:
                 continue
             percent = _percent(value, duration)
@@ -100,29 +152,16 @@ def run_ffmpeg(
             best = max(best, percent)
             if not on_progress(best):
                 cancelled = True
-                _kill_group(process)
-    except BaseException:
-        _kill_group(process)
-        raise
-    finally:
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if watchdog:
-            watchdog.cancel()
-        stderr_reader.join(timeout=5)
-    result = FFmpegRun(
-        exit_code=process.returncode,
-        wall_seconds=time.monotonic() - started,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        log_tail=list(log),
-    )
+                child.kill()
     if cancelled:
         raise JobCancelled("cancelled while encoding")
-    if timed_out.is_set() and result.exit_code != 0:
-        raise JobTimedOut(f"ffmpeg ran past its time limit of {time_limit:.0f} s")
-    if result.exit_code != 0:
-        raise classify_failure(result.exit_code, result.log_tail)
-    return result
+    child.raise_for_failure()
+    return FFmpegRun(
+        exit_code=child.exit_code or 0,
+        wall_seconds=time.monotonic() - child.started,
+        cpu_seconds=child.cpu_seconds,
+        log_tail=list(child.log),
+    )
 
 
 def classify_failure(exit_code: int, log_tail: list[str]) -> FFmpegFailed | FFmpegInterrupted:
@@ -146,20 +185,3 @@ def _percent(out_time_us: str, duration: float) -> float | None:
     if duration <= 0:
         return None
     return max(0.0, min(99.9, seconds * 100.0 / duration))
-
-
-def _collect(stream: object, log: deque[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        stripped = line.rstrip()
-        if stripped:
-            log.append(stripped)
-
-
-def _expire(process: subprocess.Popen[str], timed_out: threading.Event) -> None:
-    timed_out.set()
-    _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)

@@ -8,17 +8,10 @@ process group, killed as a whole when the consumer stops early (cancel, error, t
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import threading
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from vidfarm.errors import JobTimedOut
-from vidfarm.media.ffmpeg import LOG_TAIL_LINES, classify_failure
+from vidfarm.media.ffmpeg import FFmpegProcess
 
 SAMPLE_RATE = 16_000
 BYTES_PER_SAMPLE = 2
@@ -65,44 +58,13 @@ def stream_pcm(
     """
     if chunk_bytes <= 0 or chunk_bytes % BYTES_PER_SAMPLE:
         raise ValueError(f"chunk_bytes must be a positive even number, got {chunk_bytes}")
-    process = subprocess.Popen(
-        pcm_command(ffmpeg, source, loudnorm=loudnorm),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: one kill reaches every child
-    )
-    log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    reader = threading.Thread(target=_collect, args=(process.stderr, log), daemon=True)
-    reader.start()
-    timed_out = threading.Event()
-    watchdog = None
-    if time_limit:
-        watchdog = threading.Timer(time_limit, _expire, args=(process, timed_out))
-        watchdog.daemon = True
-        watchdog.start()
-    finished = False
-    try:
-        assert process.stdout is not None
-        while True:
-            chunk = _read_exactly(process.stdout, chunk_bytes)
-            if not chunk:
-                break
+    command = pcm_command(ffmpeg, source, loudnorm=loudnorm)
+    # A consumer that stops early closes this generator: GeneratorExit leaves the block and
+    # FFmpegProcess kills ffmpeg's process group.
+    with FFmpegProcess(command, time_limit=time_limit) as child:
+        while chunk := _read_exactly(child.stdout, chunk_bytes):
             yield chunk
-        finished = True
-    finally:
-        if not finished:
-            _kill_group(process)
-        exit_code = process.wait()
-        if watchdog:
-            watchdog.cancel()
-        reader.join(timeout=5)
-        if process.stdout:
-            process.stdout.close()
-    if timed_out.is_set():
-        raise JobTimedOut(f"audio extraction ran past its time limit of {time_limit:.0f} s")
-    if exit_code != 0:
-        raise classify_failure(exit_code, list(log))
+    child.raise_for_failure("audio extraction")
 
 
 def _read_exactly(stream: object, size: int) -> bytes:
@@ -117,20 +79,3 @@ def _read_exactly(stream: object, size: int) -> bytes:
         parts.append(part)
         missing -= len(part)
     return b"".join(parts)
-
-
-def _collect(stream: object, log: deque[str]) -> None:
-    for raw in stream:  # type: ignore[attr-defined]
-        line = raw.decode("utf-8", "replace").rstrip()
-        if line:
-            log.append(line)
-
-
-def _expire(process: subprocess.Popen[bytes], timed_out: threading.Event) -> None:
-    timed_out.set()
-    _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
