@@ -478,6 +478,10 @@ def test_upload_with_a_language_gets_subtitles_in_its_master_playlist(
     vtt = api.fetch(urljoin(playlist_url, playlist.segments[0].uri))
     assert vtt.headers["content-type"].startswith("text/vtt")
     assert vtt.text.startswith("WEBVTT") and " --> " in vtt.text
+    detail = api.get(f"/api/v1/videos/{body['file_id']}").json()
+    subtitle = [o for o in detail["outputs"] if o["kind"] == "subtitle"]
+    assert len(subtitle) == 1 and subtitle[0]["job_id"] == transcription["id"]
+    assert api.fetch(subtitle[0]["url"]).text == vtt.text
     # A language nobody configured is refused before anything is stored.
     with speech_clip.open("rb") as handle:
         refused = api.post(

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from vidfarm import jobs
 from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
 from vidfarm.media.encode import FORMATS, check_formats
 from vidfarm.media.profiles import load_profile, parse_resolution
-from vidfarm.models import Video
+from vidfarm.models import JobStatus, JobType, Video
 from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
@@ -55,6 +56,15 @@ def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
     video = find_video(session, video_id)
     encode = latest_completed(session, video.id)
     outputs = [output_view(video.id, o) for o in outputs_of(session, encode)] if encode else []
+    transcriptions = jobs.list_jobs(
+        session,
+        status=JobStatus.COMPLETED.value,
+        video_id=video.id,
+        job_type=JobType.TRANSCRIPTION.value,
+    )
+    for language in {str(t.params.get("language")) for t in transcriptions}:
+        newest = next(t for t in transcriptions if str(t.params.get("language")) == language)
+        outputs += [output_view(video.id, o) for o in outputs_of(session, newest)]
     return {
         **video_view(video),
         "probe": video.probe,
