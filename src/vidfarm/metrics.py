@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm.db import is_postgresql, is_sqlite
 from vidfarm.models import Job, JobStatus, JobType
+from vidfarm.xapi.outbox import outbox_status
 
 if TYPE_CHECKING:
     from vidfarm.runtime import Runtime
@@ -68,6 +69,7 @@ class JobsCollector:
             _run_family(),
             _speed_family(),
             _failures_family(),
+            *_xapi_families(),
         ]
 
     def collect(self) -> Iterable[Metric]:
@@ -78,6 +80,7 @@ class JobsCollector:
                 _run_time(session),
                 _encode_speed(session),
                 _failures(session),
+                *_xapi(session),
             ]
 
 
@@ -250,3 +253,26 @@ def _failures(session: Session) -> CounterMetricFamily:
     for (job_type, error_class), count in sorted(counts.items()):
         family.add_metric([job_type, error_class], count)
     return family
+
+
+def _xapi_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "vidfarm_xapi_statements",
+            "xAPI statements in the outbox by state (pending, delivered, dead).",
+            labels=["state"],
+        ),
+        GaugeMetricFamily(
+            "vidfarm_xapi_delivery_paused",
+            "1 while the LRS refuses vidfarm's credentials and delivery waits.",
+        ),
+    )
+
+
+def _xapi(session: Session) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    status = outbox_status(session)
+    states, paused = _xapi_families()
+    for state in ("pending", "delivered", "dead"):
+        states.add_metric([state], float(getattr(status, state)))
+    paused.add_metric([], 1.0 if status.paused else 0.0)
+    return states, paused

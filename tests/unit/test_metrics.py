@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,8 @@ def test_metrics_from_sql(session_factory: sessionmaker[Session], db_url: str) -
         "vidfarm_job_run_seconds": "histogram",
         "vidfarm_encode_speed_ratio": "histogram",
         "vidfarm_job_failures": "counter",
+        "vidfarm_xapi_statements": "gauge",
+        "vidfarm_xapi_delivery_paused": "gauge",
     }
 
     encode_counts = {
@@ -241,3 +244,34 @@ def test_bucket_bounds_are_inclusive(session_factory: sessionmaker[Session]) -> 
     assert (wait["30.0"], wait["60.0"]) == (0, 1)
     assert (run["120.0"], run["300.0"]) == (0, 1)
     assert (speed["1.0"], speed["2.0"]) == (0, 1)
+
+
+def test_xapi_outbox_is_in_the_metrics(session_factory: sessionmaker[Session]) -> None:
+    from sqlalchemy import delete
+
+    from vidfarm.models import XapiStatement
+
+    def statement(state: str, status: int | None = None) -> XapiStatement:
+        return XapiStatement(id=str(uuid.uuid4()), statement={}, state=state, last_status=status)
+
+    with session_factory() as session:
+        session.execute(delete(XapiStatement))
+        session.add_all(
+            [
+                statement("pending"),
+                statement("pending"),
+                statement("delivered"),
+                statement("dead", 400),
+            ]
+        )
+        session.commit()
+    _, samples = parse(metrics.render_metrics(session_factory)[0])
+    for state, expected in (("pending", 2), ("delivered", 1), ("dead", 1)):
+        assert value(samples, "vidfarm_xapi_statements", state=state) == expected
+    assert value(samples, "vidfarm_xapi_delivery_paused") == 0
+    with session_factory() as session:
+        session.add(statement("pending", 401))  # the LRS refused our credentials
+        session.commit()
+    _, samples = parse(metrics.render_metrics(session_factory)[0])
+    assert value(samples, "vidfarm_xapi_delivery_paused") == 1
+    assert value(samples, "vidfarm_xapi_statements", state="pending") == 3
