@@ -1,7 +1,7 @@
 """`vidfarm transcribe INPUT --lang en -o out.vtt`: captions for one file, with a progress bar.
 
-The lead registers it in cli.py with `app.command()(guarded(transcribe))`, so vidfarm's errors
-become one line on stderr and an exit code, like every other command.
+cli.py registers it wrapped in `guarded`, so vidfarm's errors become one line on stderr and
+an exit code, like every other command.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from vidfarm.cli_support import console, progress_bar
 from vidfarm.config import load_settings
 from vidfarm.errors import InvalidParameters
 from vidfarm.transcribe.captions import to_srt, words_json
@@ -46,14 +45,7 @@ def transcribe(
         raise InvalidParameters(f"{target.name}: the output must end in .vtt, .srt or .json")
     resolve(lang, settings)  # refuse an unsupported language before the bar shows
     audio_info(source)
-    errors = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"transcribing {source.name}", total=100)
 
         def on_progress(percent: float) -> bool:
@@ -79,7 +71,7 @@ def transcribe(
     partial = target.with_name(f".{target.name}.part")
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)  # never leave half a caption file under the real name
-    Console().print(
+    console.print(
         f"{target}: {len(transcript.cues)} cues, {len(transcript.words)} words; "
         f"{transcript.duration:.1f} s of audio in {transcript.wall_seconds:.1f} s "
         f"(real-time factor {transcript.real_time_factor:.2f}, {transcript.engine})"
