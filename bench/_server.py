@@ -107,6 +107,28 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def report(
+    title: str, headers: list[str], rows: list[list[str]], verdict: str, notes: list[str]
+) -> str:
+    """One benchmark's markdown section: where and when it ran, its table, verdict, notes."""
+    return "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"- command: `{command_line()}`",
+            f"- date: {now()}",
+            f"- machine: {machine()}",
+            f"- revision: {revision()}",
+            "",
+            table(headers, rows),
+            "",
+            f"**{verdict}**",
+            "",
+            *notes,
+        ]
+    )
+
+
 def ffmpeg() -> str:
     from vidfarm.media.tools import ffmpeg_executable
 

@@ -39,14 +39,11 @@ from _server import (
     PYTHON,
     OthersCpu,
     Server,
-    command_line,
     cpu_seconds,
     descendants,
     load_average,
-    machine,
-    now,
     process_name,
-    revision,
+    report,
     run_ffmpeg,
     table,
     write_section,
@@ -435,21 +432,12 @@ def main() -> int:
         notes.append(
             "- server log warnings/errors: " + "; ".join(f"`{f}`" for f in info["findings"])
         )
-    markdown = "\n".join(
-        [
-            "## Status polling during an encode (`bench/api_status_throughput.py`)",
-            "",
-            f"- command: `{command_line()}`",
-            f"- date: {now()}",
-            f"- machine: {machine()}",
-            f"- revision: {revision()}",
-            "",
-            table(headers, rows),
-            "",
-            f"**{verdict}**",
-            "",
-            *notes,
-        ]
+    markdown = report(
+        "Status polling during an encode (`bench/api_status_throughput.py`)",
+        headers,
+        rows,
+        verdict,
+        notes,
     )
     if not args.no_write:
         write_section("api_status_throughput", markdown)

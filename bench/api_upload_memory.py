@@ -35,13 +35,10 @@ from _server import (
     OthersCpu,
     RssSampler,
     Server,
-    command_line,
     hwm_kib,
     iter_chunks,
     load_average,
-    machine,
-    now,
-    revision,
+    report,
     rss_kib,
     run_ffmpeg,
     table,
@@ -352,22 +349,7 @@ def main() -> int:
     ]
     if findings:
         notes.append("- server log warnings/errors: " + "; ".join(f"`{f}`" for f in findings))
-    markdown = "\n".join(
-        [
-            "## Upload memory (`bench/api_upload_memory.py`)",
-            "",
-            f"- command: `{command_line()}`",
-            f"- date: {now()}",
-            f"- machine: {machine()}",
-            f"- revision: {revision()}",
-            "",
-            table(headers, rows),
-            "",
-            f"**{verdict}**",
-            "",
-            *notes,
-        ]
-    )
+    markdown = report("Upload memory (`bench/api_upload_memory.py`)", headers, rows, verdict, notes)
     if not args.no_write:
         write_section("api_upload_memory", markdown)
         print("results written to bench/results/api.md")
