@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from vidfarm.media.encode import EncodePlan, build_ffmpeg_args, encode, plan_encode
 from vidfarm.media.probe import probe
@@ -54,17 +54,7 @@ from vidfarm.media.tools import ffmpeg_executable
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_FILE = BENCH_DIR / "results" / "encode_vs_pod.json"
 FFMPEG_FLAGS = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-y"]
-PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
+PRESETS = get_args(Profile.model_fields["preset"].annotation)  # what a profile accepts
 
 # Esup-Pod's default VIDEO_RENDITIONS (shared/reference/pod-encoding.md).
 POD_RENDITIONS = (
