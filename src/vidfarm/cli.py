@@ -30,7 +30,7 @@ from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Job, JobStatus, Output
 from vidfarm.runtime import Runtime, open_runtime
 from vidfarm.transcribe.engines import resolve as resolve_engine
-from vidfarm.videos import add_video, submit_encode
+from vidfarm.videos import add_video, check_encode_params, submit_encode
 
 app = typer.Typer(
     name="vidfarm",
@@ -149,18 +149,18 @@ def submit(
     """Store SOURCE and queue its encode; a running `vidfarm serve` picks it up."""
     with runtime() as rt:
         config = rt.settings
-        if profile:
-            load_profile(profile, config.user_profiles_dir)  # refuse unknown names now
-        params: dict[str, Any] = {"profile": profile, "start": start, "end": end}
+        asked = {"profile": profile, "start": start, "end": end}
+        params: dict[str, Any] = {k: v for k, v in asked.items() if v is not None}
+        check_encode_params(config, params)  # refuse bad parameters before storing anything
+        if lang:
+            resolve_engine(lang, config)
         with rt.sessions() as session:
-            if lang:
-                resolve_engine(lang, config)  # refuse an unconfigured language now
             video, _ = add_video(session, rt.storage, source, language=lang)
             job = submit_encode(
                 session,
                 config,
                 video,
-                params={k: v for k, v in params.items() if v is not None},
+                params=params,
                 priority=priority,
             )
             position, waiting = jobs.rank(session, job.id)

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 from vidfarm import jobs
 from vidfarm.config import Settings
 from vidfarm.errors import NotFound
+from vidfarm.media.encode import check_formats
 from vidfarm.media.probe import MediaInfo, probe
+from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id
 from vidfarm.storage import Storage
 
@@ -73,14 +75,26 @@ def submit_encode(
     params: dict[str, Any] | None = None,
     priority: int = 0,
 ) -> Job:
+    """Queue an encode after refusing what its worker would refuse (one check, every caller)."""
+    params = params or {}
+    check_encode_params(settings, params)
     return jobs.create_job(
         session,
         job_type=JobType.ENCODE.value,
         video_id=video.id,
-        params=params or {},
+        params=params,
         priority=priority,
         max_attempts=settings.max_attempts,
     )
+
+
+def check_encode_params(settings: Settings, params: dict[str, Any]) -> None:
+    """Unknown profile, malformed resolution, unknown or clashing formats: InvalidParameters."""
+    load_profile(str(params.get("profile") or settings.default_profile), settings.user_profiles_dir)
+    if params.get("resolution"):
+        parse_resolution(str(params["resolution"]))
+    if params.get("formats") is not None:
+        check_formats(params["formats"])
 
 
 def find_video(session: Session, video_id: str) -> Video:

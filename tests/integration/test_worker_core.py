@@ -15,6 +15,7 @@ from vidfarm import jobs
 from vidfarm.claims import Claim, Reporter
 from vidfarm.config import Settings
 from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
+from vidfarm.errors import InvalidParameters
 from vidfarm.models import JobStatus, Output
 from vidfarm.storage import LocalStorage
 from vidfarm.videos import add_video, submit_encode
@@ -132,7 +133,16 @@ def test_unknown_profile_is_a_permanent_failure(
 ) -> None:
     with session_factory() as session:
         video, _ = add_video(session, storage, small_clip)
-        job = submit_encode(session, settings, video, params={"profile": "gone"})
+        with pytest.raises(InvalidParameters, match="unknown profile 'gone'"):
+            submit_encode(session, settings, video, params={"profile": "gone"})
+        # A profile deleted after the job was queued: the worker refuses it, for good.
+        job = jobs.create_job(
+            session,
+            job_type="encode",
+            video_id=video.id,
+            params={"profile": "gone"},
+            max_attempts=3,
+        )
         job_id = job.id
     farm.dispatch([job_id])
     assert wait_final(session_factory, job_id) == "failed"

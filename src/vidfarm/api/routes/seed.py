@@ -16,7 +16,6 @@ from vidfarm import jobs
 from vidfarm.api.deps import AnyAuth, MediaAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.media import resolve, serve
 from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
-from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus
 from vidfarm.runtime import Runtime
 from vidfarm.transcribe.engines import resolve as resolve_engine
@@ -142,10 +141,6 @@ def transcode(
 ) -> TranscodeResponse:
     """Queue an encode of one resolution (or the whole ladder) in one format."""
     video = find_video(session, file_id)
-    if body.resolution:
-        parse_resolution(body.resolution)
-    if body.profile:
-        load_profile(body.profile, runtime.settings.user_profiles_dir)
     params: dict[str, Any] = {"formats": [body.format]}
     if body.resolution:
         params["resolution"] = body.resolution

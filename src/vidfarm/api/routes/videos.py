@@ -11,8 +11,7 @@ from sqlalchemy import func, select
 from vidfarm import jobs
 from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
-from vidfarm.media.encode import FORMATS, check_formats
-from vidfarm.media.profiles import load_profile, parse_resolution
+from vidfarm.media.encode import FORMATS
 from vidfarm.models import JobStatus, JobType, Video
 from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
 
@@ -79,12 +78,6 @@ def encode_video(
 ) -> dict[str, Any]:
     """Queue another encode of a stored video."""
     video = find_video(session, video_id)
-    if body.resolution:
-        parse_resolution(body.resolution)
-    if body.profile:
-        load_profile(body.profile, runtime.settings.user_profiles_dir)
-    if body.formats is not None:
-        check_formats(body.formats)
     params = body.model_dump(exclude={"priority"}, exclude_none=True)
     job = submit_encode(session, runtime.settings, video, params=params, priority=body.priority)
     runtime.dispatch([job.id])
