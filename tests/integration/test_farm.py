@@ -108,7 +108,7 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
     profiles.mkdir()
     # A slow-enough encode to be stopped in the middle on purpose.
     (profiles / "default.toml").write_text(
-        'preset = "veryfast"\nkeyframe_interval = 2\nsegment_duration = 4\n'
+        'preset = "slower"\nkeyframe_interval = 2\nsegment_duration = 4\n'
         '[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\nvideo_bitrate = "750k"\n'
         'max_video_bitrate = "1000k"\naudio_bitrate = "96k"\nmp4 = true\n'
     )
@@ -119,7 +119,8 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
 
 @pytest.fixture
 def long_clip(make_media: MakeMedia) -> Path:
-    """40 s of 640x360: a few seconds of encoding, long enough to interrupt."""
+    """40 s of 640x360 at preset slower: about 12 s of encoding on an idle 2-core machine,
+    long enough to interrupt whatever the machine's speed (veryfast took 2 s: too quick)."""
     return make_media("farm-40s.mp4", *video_args("640x360", 25, 40.0))
 
 
