@@ -59,6 +59,10 @@ class DirectReporter:
     def stopping(self) -> bool:
         return self._should_stop()
 
+    @property
+    def timed_out(self) -> bool:
+        return False  # the embedded pool relies on the encoder's own time limit
+
     def progress(self, percent: float, step: str) -> bool:
         """Renew the lease and record progress; False means stop now (cancelled/stale/stop)."""
         if self.stopping or self.finished:

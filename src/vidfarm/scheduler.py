@@ -59,6 +59,7 @@ class Scheduler:
             log.warning("reclaimed jobs whose worker was lost: %s", reclaimed)
         if due:
             self._dispatcher.dispatch(due)
+        self._dispatcher.reconcile(now)
         return TickResult(reclaimed=reclaimed, dispatched=due)
 
     def start(self) -> None:

@@ -11,22 +11,19 @@ import os
 import socket
 import threading
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm import jobs
-from vidfarm.claims import Claim, Reporter
+from vidfarm.attempt import RunFunction, run_attempt
+from vidfarm.claims import Claim
 from vidfarm.config import Settings
-from vidfarm.errors import StaleAttempt, TransientError, UnexpectedError, VidfarmError
 from vidfarm.reporting import DirectReporter
 
 log = logging.getLogger(__name__)
-
-RunFunction = Callable[[Claim, Reporter], None]
-_TRACEBACK_LINES = 40
 
 
 class LocalDispatcher:
@@ -45,6 +42,17 @@ class LocalDispatcher:
             jobs.mark_queued(session, job_ids)
         if self.pool is not None:
             self.pool.wake()
+
+    def reconcile(self, now: datetime) -> None:
+        """Nothing to repair: the pool claims straight from SQL."""
+
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
+
+    def stop(self, timeout: float) -> None:
+        if self.pool is not None:
+            self.pool.stop(graceful=True, timeout=timeout)
 
 
 class WorkerPool:
@@ -167,45 +175,10 @@ class WorkerPool:
         with self._active_lock:
             self._active[claim.job_id] = reporter
         try:
-            if self._stopping.is_set():
-                reporter.release()
-                return
-            try:
-                self._run(claim, reporter)
-            except Exception as error:
-                self._after_crash(reporter, error)
-            else:
-                self._after_return(reporter)
+            run_attempt(claim, reporter, self._run)
         except Exception:
             # Even SQL is unreachable: the lease will expire and the scheduler retries the job.
             log.exception("job %s: could not report the attempt's end", claim.job_id)
         finally:
             with self._active_lock:
                 self._active.pop(claim.job_id, None)
-
-    def _after_crash(self, reporter: DirectReporter, error: Exception) -> None:
-        job_id = reporter.claim.job_id
-        if reporter.finished:
-            if isinstance(error, StaleAttempt):
-                log.info("job %s: attempt superseded: %s", job_id, error)
-            else:
-                log.exception("job %s: worker core raised after reporting", job_id)
-            return
-        if reporter.interrupted and not self._stopping.is_set():
-            log.info("job %s: worker core raised after being stopped: %r", job_id, error)
-            return
-        log.exception("job %s: worker core raised", job_id)
-        wrapped = error if isinstance(error, VidfarmError) else UnexpectedError(error)
-        lines = "".join(traceback.format_exception(error)).splitlines()
-        reporter.fail(wrapped, lines[-_TRACEBACK_LINES:])
-
-    def _after_return(self, reporter: DirectReporter) -> None:
-        if reporter.finished:
-            return
-        if self._stopping.is_set():
-            reporter.release()
-            return
-        if reporter.interrupted:
-            return
-        log.error("job %s: worker core returned without reporting", reporter.claim.job_id)
-        reporter.fail(TransientError("the worker core returned without reporting an end"), [])
