@@ -91,6 +91,8 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     if is_postgresql(engine):
         with engine.begin() as connection:
             connection.execute(
-                text("TRUNCATE outputs, jobs, videos, tokens, xapi_statements CASCADE")
+                text(
+                    "TRUNCATE outputs, jobs, videos, tokens, xapi_statements, runner_tasks CASCADE"
+                )
             )
     return make_session_factory(engine)

@@ -12,7 +12,7 @@ from vidfarm.claims import Claim, OutputRecord, Reporter
 from vidfarm.config import Settings
 from vidfarm.errors import InvalidParameters, JobCancelled, StaleAttempt, VidfarmError
 from vidfarm.media.encode import EncodeResult, encode
-from vidfarm.media.profiles import load_profile, rendition_for
+from vidfarm.media.profiles import profile_for_params, rendition_for
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import JobType
 from vidfarm.storage import Storage
@@ -111,9 +111,7 @@ def _encode(
     if not claim.source_key:
         raise InvalidParameters("the job has no source file")
     params = claim.params
-    profile = load_profile(
-        str(params.get("profile") or settings.default_profile), settings.user_profiles_dir
-    )
+    profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
     workdir.mkdir(parents=True, exist_ok=True)
     source = storage.local_path(claim.source_key)
     if source is None:

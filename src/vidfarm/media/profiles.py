@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -159,3 +160,77 @@ def rendition_for(profile: Profile, resolution: str | None) -> RenditionSpec | N
     short = min(parse_resolution(resolution))
     nearest = min(profile.ladder, key=lambda spec: abs(spec.height - short))
     return nearest.model_copy(update={"height": short})
+
+
+_POD_RESOLUTION = re.compile(r"^\s*(\d{1,5})\s*[xX:]\s*(\d{1,5})\s*$")
+
+
+def profile_from_rendition_json(text: str, base: Profile) -> Profile:
+    """Esup-Pod's `rendition` parameter (a JSON string) as a ladder on top of `base`.
+
+    `{"360": {"resolution": "640x360", "video_bitrate": "750k", "audio_bitrate": "96k",
+    "encode_mp4": true}, ...}`: each entry becomes a rendition of the resolution's height.
+    Missing min/max rates come from `base`'s rendition of the same height and bitrate (Pod's
+    table), else 2/3 and 3/2 of the video bitrate. Unknown keys are ignored.
+    """
+    try:
+        data = json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError as error:
+        raise InvalidParameters(f"rendition: not valid JSON ({error.msg})") from None
+    if not isinstance(data, dict) or not data:
+        raise InvalidParameters("rendition: expected a non-empty JSON object of renditions")
+    return profile_with_renditions(
+        base, [_pod_rendition(key, entry, base) for key, entry in data.items()]
+    )
+
+
+def _pod_rendition(key: str, entry: object, base: Profile) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise InvalidParameters(f"rendition {key!r}: expected an object")
+    match = _POD_RESOLUTION.match(str(entry.get("resolution", "")))
+    if not match:
+        raise InvalidParameters(
+            f"rendition {key!r}: resolution must read WIDTHxHEIGHT, e.g. 640x360"
+        )
+    height = int(match.group(2))
+    try:
+        video = parse_bitrate(str(entry.get("video_bitrate", "")))
+        audio = parse_bitrate(str(entry.get("audio_bitrate", "")))
+        known = next(
+            (r for r in base.renditions if r.height == height and r.video_bitrate == video), None
+        )
+        minimum = entry.get("minrate") or (known.min_video_bitrate if known else video * 2 // 3)
+        maximum = entry.get("maxrate") or (known.max_video_bitrate if known else video * 3 // 2)
+        min_rate, max_rate = parse_bitrate(str(minimum)), parse_bitrate(str(maximum))
+    except ValueError as error:
+        raise InvalidParameters(f"rendition {key!r}: {error}") from None
+    return {
+        "height": height,
+        "min_video_bitrate": min(min_rate, video),
+        "video_bitrate": video,
+        "max_video_bitrate": max(max_rate, video),
+        "audio_bitrate": audio,
+        "mp4": bool(entry.get("encode_mp4", False)),
+    }
+
+
+def profile_with_renditions(base: Profile, renditions: list[dict[str, Any]]) -> Profile:
+    """`base` with its ladder replaced by `renditions` (RenditionSpec fields), validated."""
+    try:
+        return Profile.model_validate({**base.model_dump(), "renditions": renditions})
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidParameters(f"rendition: {where}: {first['msg']}") from None
+
+
+def profile_for_params(params: dict[str, Any], default_name: str, user_dir: Path | None) -> Profile:
+    """The profile a job's params ask for: its named profile (or the default), with the
+    inline `renditions` list (RenditionSpec fields) replacing the ladder when present."""
+    profile = load_profile(str(params.get("profile") or default_name), user_dir)
+    inline = params.get("renditions")
+    if inline:
+        if not isinstance(inline, list):
+            raise InvalidParameters("renditions: expected a list")
+        return profile_with_renditions(profile, list(inline))
+    return profile
