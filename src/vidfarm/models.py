@@ -157,3 +157,99 @@ class XapiStatement(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class RunnerTask(Base):
+    """A task a runner-manager client (Esup-Pod) gave `vidfarm runner`: a Video plus a Job.
+
+    ``status`` uses Pod's words (pending, running, completed, failed, timeout, warning); while
+    ``job_id`` is empty the source is still being fetched. ``token_sha256`` names which
+    configured runner token created the task (the callback is sent with that token, never
+    stored here). ``notify_state`` is none (no notify_url), pending, sent or failed.
+    """
+
+    __tablename__ = "runner_tasks"
+    __table_args__ = (Index("ix_runner_tasks_notify", "notify_state", "notify_next_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    task_type: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source_url: Mapped[str] = mapped_column(Text)
+    notify_url: Mapped[str | None] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    video_id: Mapped[str | None] = mapped_column(String(32))
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fetch_next_at: Mapped[datetime | None] = mapped_column()
+    error_message: Mapped[str | None] = mapped_column(Text)
+    script_output: Mapped[str | None] = mapped_column(Text)
+    notify_state: Mapped[str] = mapped_column(String(16), default="none")
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notify_next_at: Mapped[datetime | None] = mapped_column()
+    notify_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RunnerManager(Base):
+    """An HTTP runner manager (Esup-Runner protocol) the control plane hands jobs to.
+
+    Lower ``priority`` is tried first; managers of equal priority take turns (least recently
+    used first, ``last_used_at``). ``token_encrypted`` is the manager's shared Bearer secret,
+    encrypted at rest (vidfarm.dispatch.runner_registry); it is never returned by the API.
+    """
+
+    __tablename__ = "runner_managers"
+    __table_args__ = (Index("ux_runner_managers_name", "name", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    url: Mapped[str] = mapped_column(Text)
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class RunnerAssignment(Base):
+    """One attempt of a job handed to a runner manager, and the import of its result.
+
+    ``state``: submitting (being offered to managers) → running (a manager took it as
+    ``task_id``; the job runs with ``fencing_token``) → completed | failed | timeout, or
+    abandoned when the job moved on without it (cancelled, lease expired, restarted).
+    ``import_state``: none → importing (held by ``import_owner`` until
+    ``import_expires_at``: the conditional update that makes the import happen once) →
+    imported | failed | skipped. The source URL's secret is stored as its SHA-256 only.
+    """
+
+    __tablename__ = "runner_assignments"
+    __table_args__ = (
+        Index("ix_runner_assignments_task_id", "task_id"),
+        Index("ix_runner_assignments_state", "state", "next_check_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    manager_id: Mapped[str] = mapped_column(
+        ForeignKey("runner_managers.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str | None] = mapped_column(String(128))
+    task_type: Mapped[str] = mapped_column(String(32))
+    fencing_token: Mapped[int | None] = mapped_column(Integer)
+    source_secret_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="submitting")
+    remote_status: Mapped[str | None] = mapped_column(String(16))
+    import_state: Mapped[str] = mapped_column(String(16), default="none")
+    import_owner: Mapped[str | None] = mapped_column(String(128))
+    import_expires_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    script_output: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_news_at: Mapped[datetime | None] = mapped_column()
+    next_check_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,153 @@
+"""What runner managers call on the control plane: the end-of-task webhook and the source.
+
+`POST /runner/notify_task_end/` keeps Esup-Pod's semantics so an Esup-Runner manager needs no
+change: JSON only (415), a Bearer token (401), a known `task_id` (404), the token of the
+manager that holds that task, compared in constant time (403). It only records the news; a
+completed task's result is imported in the background, never inside this request.
+
+`GET /runner/source/{assignment}/{secret}/{name}` lets the manager download the source without
+an API token: the secret is random per assignment, stored as a hash, compared in constant
+time, and only valid while the task is being submitted or runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+
+from vidfarm.api.deps import RuntimeDep
+from vidfarm.dispatch import runner_registry
+from vidfarm.dispatch.runners import (
+    RUNNING,
+    SUBMITTING,
+    Notification,
+    NotYetRegistered,
+    RunnersDispatcher,
+    find_assignments,
+    secret_matches,
+    submitting_managers,
+)
+from vidfarm.models import Job, RunnerAssignment, Video
+from vidfarm.runtime import Runtime
+from vidfarm.storage import content_type_for
+
+router = APIRouter(tags=["runner managers"])
+MAX_BODY_BYTES = 1 << 20
+MAX_TASK_ID_CHARS = 128
+_ID = re.compile(r"^[0-9a-f]{32}$")
+_DUMMY_TOKEN = "vidfarm: no manager token"  # noqa: S105 - compared, never accepted
+
+
+def _answer(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+@router.post(
+    "/runner/notify_task_end/",
+    responses={400: {}, 401: {}, 403: {}, 404: {}, 413: {}, 415: {}, 503: {}},
+)
+@router.post("/runner/notify_task_end", include_in_schema=False)
+async def notify_task_end(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """A runner manager says a task ended: `{task_id, status, script_output, error_message}`."""
+    if "application/json" not in request.headers.get("content-type", "").lower():
+        return _answer(415, "only application/json is accepted")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return _answer(401, "missing Bearer token")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return _answer(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _answer(400, "the body is not valid JSON")
+    if not isinstance(data, dict):
+        return _answer(400, "the body must be a JSON object")
+    task_id = data.get("task_id")
+    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not str(task_id):
+        return _answer(400, "no task_id in the request")
+    if len(str(task_id)) > MAX_TASK_ID_CHARS or not str(task_id).isprintable():
+        return _answer(400, "task_id is not a task id")
+    status = data.get("status")
+    if not isinstance(status, str) or not status.strip():
+        return _answer(400, "no status in the request")
+    status_code, message = await run_in_threadpool(
+        _handle, runtime, token, str(task_id), status, data
+    )
+    if status_code == 200:
+        return JSONResponse({"status": "OK"})
+    return _answer(status_code, message)
+
+
+def _handle(
+    runtime: Runtime, token: str, task_id: str, status: str, data: dict[str, Any]
+) -> tuple[int, str]:
+    cipher = runner_registry.load_cipher(runtime.settings)
+    with runtime.sessions() as session:
+        found = find_assignments(session, task_id)
+        if not found:
+            # Its submission may not be recorded yet: a manager of ours gets "retry later".
+            pending = submitting_managers(session)
+            if any(
+                _token_matches(token, runner_registry.decrypt_token(cipher, m)) for m in pending
+            ):
+                return 503, f"task {task_id} is being registered; send it again shortly"
+            return 404, f"unknown task {task_id}"
+        matched: RunnerAssignment | None = None
+        for assignment, manager in found:  # compare against every candidate: constant work
+            if _token_matches(token, runner_registry.decrypt_token(cipher, manager)):
+                matched = matched or assignment
+        if matched is None:
+            return 403, "this token does not belong to the task's runner manager"
+        assignment_id = matched.id
+    dispatcher = runtime.dispatcher
+    if not isinstance(dispatcher, RunnersDispatcher):  # the farm is not dispatching to runners
+        dispatcher = RunnersDispatcher(runtime.sessions, runtime.settings, runtime.storage)
+    news = Notification(
+        status=status,
+        error_message=_text(data.get("error_message")),
+        script_output=_text(data.get("script_output")),
+    )
+    try:
+        dispatcher.record_news(assignment_id, news)
+    except NotYetRegistered as error:
+        return 503, str(error)
+    return 200, "OK"
+
+
+def _token_matches(presented: str, expected: str) -> bool:
+    return hmac.compare_digest(presented.encode(), (expected or _DUMMY_TOKEN).encode())
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@router.get("/runner/source/{assignment_id}/{secret}/{name}", responses={404: {}})
+def runner_source(assignment_id: str, secret: str, name: str, runtime: RuntimeDep) -> Response:
+    """The source file of a job handed to a runner manager (no API token: the URL's secret)."""
+    with runtime.sessions() as session:
+        found = session.get(RunnerAssignment, assignment_id) if _ID.match(assignment_id) else None
+        expected = found.source_secret_sha256 if found is not None else None
+        if not secret_matches(secret, expected) or found is None:
+            return _answer(404, "no such source")
+        job = session.get(Job, found.job_id) if found.state in (SUBMITTING, RUNNING) else None
+        video = session.get(Video, job.video_id) if job is not None and job.video_id else None
+    if video is None:
+        return _answer(404, "no such source")
+    storage = runtime.storage
+    url = storage.url_for(video.source_key, filename=video.filename)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    path = storage.local_path(video.source_key)
+    if path is None or not path.is_file():
+        return _answer(404, "no such source")
+    return FileResponse(path, media_type=content_type_for(video.source_key), filename=name)

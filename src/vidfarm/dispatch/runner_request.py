@@ -1,0 +1,141 @@
+"""The body of `POST /task/execute`, shaped exactly as Esup-Pod sends it.
+
+An existing Esup-Runner manager (or `vidfarm runner`) then cannot tell vidfarm from Pod:
+`rendition` is a JSON *string* keyed by height, `cut` a JSON string of HH:MM:SS times, and
+transcriptions carry `language`, `source_language`, `duration`, `normalize`, `model_type`.
+Encoder settings beyond the ladder (x264 preset, CRF, segment length) are the runner's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vidfarm import __version__
+from vidfarm.config import Settings
+from vidfarm.errors import InvalidParameters
+from vidfarm.media.profiles import RenditionSpec, profile_for_params, rendition_for
+from vidfarm.models import Job, JobType, Video
+
+APP_NAME = "vidfarm"
+TASK_TYPES = {JobType.ENCODE.value: "encoding", JobType.TRANSCRIPTION.value: "transcription"}
+DEFAULT_AFFILIATION = "staff"
+
+
+def public_url(settings: Settings) -> str:
+    """This control plane's base URL as runner managers reach it."""
+    return (settings.runners_public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def notify_url(settings: Settings) -> str:
+    return f"{public_url(settings)}/runner/notify_task_end/"
+
+
+def source_url(settings: Settings, assignment_id: str, secret: str, filename: str) -> str:
+    """Where the manager downloads the source: no API token, a per-assignment secret."""
+    name = Path(filename).name or "source"
+    return f"{public_url(settings)}/runner/source/{assignment_id}/{secret}/{name}"
+
+
+def bitrate_text(bits_per_second: int) -> str:
+    """750000 -> "750k", as Pod writes bitrates."""
+    if bits_per_second % 1000 == 0:
+        return f"{bits_per_second // 1000}k"
+    return str(bits_per_second)
+
+
+def pod_width(height: int) -> int:
+    """Pod names renditions by a 16:9 frame ("640x360"); runners keep the source's aspect."""
+    return round(height * 16 / 9 / 2) * 2
+
+
+def rendition_parameter(renditions: list[RenditionSpec]) -> str:
+    """Pod's `rendition` parameter; minrate/maxrate ride along (runners may ignore them)."""
+    ladder = {
+        str(spec.height): {
+            "resolution": f"{pod_width(spec.height)}x{spec.height}",
+            "video_bitrate": bitrate_text(spec.video_bitrate),
+            "audio_bitrate": bitrate_text(spec.audio_bitrate),
+            "encode_mp4": spec.mp4,
+            "minrate": bitrate_text(spec.min_video_bitrate),
+            "maxrate": bitrate_text(spec.max_video_bitrate),
+        }
+        for spec in sorted(renditions, key=lambda spec: spec.height)
+    }
+    return json.dumps(ladder)
+
+
+def timecode(seconds: float) -> str:
+    """12.5 -> "00:00:12.500000", Python's str(datetime.time) that Pod sends."""
+    whole = int(seconds)
+    micros = round((seconds - whole) * 1_000_000)
+    text = f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return f"{text}.{micros:06d}" if micros else text
+
+
+def encoding_parameters(job: Job, video: Video, settings: Settings) -> dict[str, Any]:
+    params = job.params or {}
+    profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
+    only = rendition_for(profile, params.get("resolution"))
+    parameters: dict[str, Any] = {
+        "rendition": rendition_parameter([only] if only else list(profile.ladder))
+    }
+    start, end = params.get("start"), params.get("end")
+    if start is not None or end is not None:
+        duration = float(video.duration or 0.0)
+        parameters["cut"] = json.dumps(
+            {
+                "start": timecode(float(start or 0.0)),
+                "end": timecode(float(end if end is not None else duration)),
+                "initial_duration": timecode(duration),
+            }
+        )
+    parameters.update(_video_metadata(video))
+    return parameters
+
+
+def transcription_parameters(job: Job, video: Video, settings: Settings) -> dict[str, Any]:
+    language = str((job.params or {}).get("language") or video.language or "").strip().lower()
+    if not language:
+        raise InvalidParameters("a transcription job needs a language")
+    parameters: dict[str, Any] = {
+        "language": language,
+        "source_language": (video.language or "auto").lower(),
+        "duration": float(video.duration or 0.0),
+        "normalize": settings.transcription_loudnorm,
+    }
+    engine = settings.transcription_engines.get(language)
+    if engine:
+        parameters["model_type"] = engine
+    parameters.update(_video_metadata(video))
+    return parameters
+
+
+def _video_metadata(video: Video) -> dict[str, Any]:
+    return {
+        "video_id": video.id,
+        "video_slug": Path(video.filename).stem or video.id,
+        "video_title": video.filename,
+    }
+
+
+def task_request(job: Job, video: Video, settings: Settings, *, source: str) -> dict[str, Any]:
+    """The whole `POST /task/execute` body for one job."""
+    task_type = TASK_TYPES.get(job.type)
+    if task_type is None:
+        raise InvalidParameters(f"runner managers do not run {job.type!r} jobs")
+    if task_type == "encoding":
+        parameters = encoding_parameters(job, video, settings)
+    else:
+        parameters = transcription_parameters(job, video, settings)
+    return {
+        "etab_name": settings.runners_etab_name,
+        "app_name": APP_NAME,
+        "app_version": __version__,
+        "task_type": task_type,
+        "source_url": source,
+        "affiliation": str((job.params or {}).get("affiliation") or DEFAULT_AFFILIATION),
+        "notify_url": notify_url(settings),
+        "parameters": parameters,
+    }
