@@ -1,0 +1,290 @@
+// Jobs: filter by state and type, live progress (Server-Sent Events), rank among waiting jobs,
+// attempts, error and log tail; cancel, and restart the selected jobs (admins).
+
+import { followJobs, get, post, session } from "./api.js";
+import {
+  badge,
+  clear,
+  describeError,
+  flash,
+  formatDate,
+  h,
+  notice,
+  progressBar,
+  setProgress,
+  shortId,
+} from "./ui.js";
+
+const PAGE = 100;
+const FINAL = new Set(["completed", "failed", "timeout", "cancelled"]);
+const WAITING = new Set(["pending", "queued"]);
+const REFRESH_MS = 5000;
+
+function rankText(job) {
+  return WAITING.has(job.status) && job.rank ? `${job.rank} of ${job.waiting}` : "–";
+}
+
+function detailPanel(job) {
+  const restart = session.isAdmin && FINAL.has(job.status) ? h("button", { type: "button", class: "restart-one admin-only", dataset: { jobId: job.id } }, "Restart") : null;
+  const cancel = !FINAL.has(job.status) ? h("button", { type: "button", class: "cancel-one", dataset: { jobId: job.id } }, "Cancel") : null;
+  return h(
+    "div",
+    { class: "job-detail", dataset: { jobId: job.id } },
+    h(
+      "dl",
+      {},
+      h("dt", {}, "Job"),
+      h("dd", {}, h("code", {}, job.id)),
+      h("dt", {}, "Video"),
+      h("dd", {}, job.video_id ? h("a", { href: `#/videos/${job.video_id}` }, job.video_id) : "–"),
+      h("dt", {}, "Step"),
+      h("dd", {}, job.step ?? "–"),
+      h("dt", {}, "Attempts"),
+      h("dd", {}, `${job.attempts} of at most ${job.max_attempts}`),
+      h("dt", {}, "Priority"),
+      h("dd", {}, String(job.priority)),
+      h("dt", {}, "Parameters"),
+      h("dd", {}, h("code", {}, JSON.stringify(job.params ?? {}))),
+      h("dt", {}, "Started / finished"),
+      h("dd", {}, `${formatDate(job.started_at)} / ${formatDate(job.finished_at)}`),
+    ),
+    job.error ? h("p", { class: "notice error job-error" }, job.error_class ? `${job.error_class}: ` : "", job.error) : null,
+    h("h4", {}, "Log tail"),
+    h("pre", { class: "log-tail" }, (job.log_tail ?? []).length ? job.log_tail.join("\n") : "(empty)"),
+    h("div", { class: "row" }, cancel, restart),
+  );
+}
+
+export async function render(main, { query }) {
+  const me = session.me;
+  const statuses = me?.server?.job_statuses ?? ["pending", "queued", "running", "completed", "failed", "timeout", "cancelled"];
+  const types = me?.server?.job_types ?? ["encode", "transcription"];
+  const wantedStatus = query.get("status") ?? "";
+  const wantedType = query.get("type") ?? "";
+  const wantedVideo = query.get("video") ?? "";
+  const openJob = query.get("job");
+  const offset = Math.max(0, Number(query.get("offset")) || 0);
+  const controller = new AbortController();
+  const rows = new Map(); // job id -> {row, detailRow, job, cells}
+  const opened = new Set(openJob ? [openJob] : []);
+
+  const statusSelect = h("select", { id: "filter-status", "aria-label": "State" }, h("option", { value: "" }, "any state"), statuses.map((s) => h("option", { value: s, selected: s === wantedStatus }, s)));
+  const typeSelect = h("select", { id: "filter-type", "aria-label": "Type" }, h("option", { value: "" }, "any type"), types.map((t) => h("option", { value: t, selected: t === wantedType }, t)));
+  const applyFilters = () => {
+    const params = new URLSearchParams();
+    if (statusSelect.value) params.set("status", statusSelect.value);
+    if (typeSelect.value) params.set("type", typeSelect.value);
+    if (wantedVideo) params.set("video", wantedVideo);
+    location.hash = `#/jobs${params.size ? `?${params}` : ""}`;
+  };
+  statusSelect.addEventListener("change", applyFilters);
+  typeSelect.addEventListener("change", applyFilters);
+
+  const live = h("span", { class: "live", id: "live-state" }, "connecting…");
+  const waiting = h("span", { class: "muted", id: "waiting-total", title: "Jobs waiting for a worker, all filters aside" });
+  const selectAll = h("input", { type: "checkbox", id: "select-all", "aria-label": "Select all" });
+  const cancelSelected = h("button", { type: "button", id: "cancel-selected" }, "Cancel selected");
+  const restartSelected = h("button", { type: "button", id: "restart-selected", class: "admin-only primary" }, "Restart selected");
+  const tbody = h("tbody");
+  const listError = h("div");
+  const pager = h("div", { class: "pager" });
+
+  function matches(job) {
+    return (!wantedStatus || job.status === wantedStatus) && (!wantedType || job.type === wantedType) && (!wantedVideo || job.video_id === wantedVideo);
+  }
+
+  async function showDetail(id) {
+    const entry = rows.get(id);
+    if (!entry) return;
+    if (!opened.has(id)) {
+      entry.detailRow.hidden = true;
+      return;
+    }
+    entry.detailRow.hidden = false;
+    try {
+      const job = await get(`/api/v1/jobs/${id}`, { signal: controller.signal });
+      clear(entry.detailRow.firstChild, detailPanel(job));
+    } catch (error) {
+      if (error.name !== "AbortError") clear(entry.detailRow.firstChild, notice("error", describeError(error)));
+    }
+  }
+
+  function update(entry, job) {
+    entry.job = job;
+    const { cells } = entry;
+    entry.row.dataset.status = job.status;
+    clear(cells.status, badge(job.status));
+    setProgress(cells.progress, job.progress, job.status);
+    clear(cells.rank, rankText(job));
+    clear(cells.attempts, `${job.attempts}/${job.max_attempts}`);
+    clear(cells.step, job.step ?? "");
+    clear(cells.finished, formatDate(job.finished_at));
+    clear(cells.error, job.error ?? "");
+    waiting.textContent = `${job.waiting} waiting`;
+  }
+
+  function add(job, { top = false } = {}) {
+    const check = h("input", { type: "checkbox", class: "select", value: job.id, "aria-label": `Select job ${job.id}` });
+    const toggle = h("button", { type: "button", class: "link job-id", title: "Details, error and log tail" }, shortId(job.id));
+    const cells = {
+      status: h("td", { class: "status" }),
+      progress: progressBar(job.progress, job.status),
+      rank: h("td", { class: "rank" }),
+      attempts: h("td", { class: "attempts" }),
+      step: h("td", { class: "step" }),
+      finished: h("td", {}),
+      error: h("td", { class: "error-text" }),
+    };
+    const row = h(
+      "tr",
+      { class: "job", dataset: { jobId: job.id, type: job.type } },
+      h("td", {}, check),
+      h("td", {}, toggle),
+      h("td", {}, job.type),
+      h("td", {}, job.video_id ? h("a", { href: `#/videos/${job.video_id}` }, shortId(job.video_id)) : "–"),
+      cells.status,
+      h("td", { class: "progress-cell" }, cells.progress),
+      cells.rank,
+      cells.attempts,
+      cells.step,
+      h("td", {}, formatDate(job.created_at)),
+      cells.finished,
+      cells.error,
+    );
+    const detailRow = h("tr", { class: "detail-row", hidden: true }, h("td", { colspan: 12 }));
+    const entry = { row, detailRow, job, cells };
+    rows.set(job.id, entry);
+    update(entry, job);
+    toggle.addEventListener("click", () => {
+      if (opened.has(job.id)) opened.delete(job.id);
+      else opened.add(job.id);
+      showDetail(job.id);
+    });
+    if (top) tbody.prepend(row, detailRow);
+    else tbody.append(row, detailRow);
+    if (opened.has(job.id)) showDetail(job.id);
+  }
+
+  async function load() {
+    const params = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+    if (wantedStatus) params.set("status", wantedStatus);
+    if (wantedType) params.set("type", wantedType);
+    if (wantedVideo) params.set("video_id", wantedVideo);
+    let page;
+    try {
+      page = await get(`/api/v1/jobs?${params}`, { signal: controller.signal });
+    } catch (error) {
+      if (error.name !== "AbortError") clear(listError, notice("error", `Cannot list jobs: ${describeError(error)}`));
+      return;
+    }
+    clear(listError);
+    const fresh = rows.size === 0;
+    for (const job of page.items) {
+      const entry = rows.get(job.id);
+      if (entry) update(entry, job);
+      else add(job, { top: !fresh });
+    }
+    if (!rows.size) clear(tbody, h("tr", { class: "empty" }, h("td", { colspan: 12, class: "muted" }, "No job matches.")));
+    else tbody.querySelector("tr.empty")?.remove();
+    const prev = offset > 0 ? h("a", { href: `#/jobs?${new URLSearchParams({ ...Object.fromEntries(query), offset: String(Math.max(0, offset - PAGE)) })}` }, "← newer") : null;
+    const next = page.items.length === PAGE ? h("a", { href: `#/jobs?${new URLSearchParams({ ...Object.fromEntries(query), offset: String(offset + PAGE) })}` }, "older →") : null;
+    clear(pager, prev, " ", next);
+  }
+
+  function selected() {
+    return Array.from(tbody.querySelectorAll("input.select:checked"), (box) => box.value);
+  }
+
+  async function act(ids, action) {
+    if (!ids.length) {
+      flash("Select jobs first.", "error");
+      return;
+    }
+    const refused = [];
+    let done = 0;
+    for (const id of ids) {
+      try {
+        const job = await post(`/api/v1/jobs/${id}/${action}`);
+        done += 1;
+        const entry = rows.get(id);
+        if (entry) update(entry, job);
+        if (opened.has(id)) showDetail(id);
+      } catch (error) {
+        refused.push(`${shortId(id)}: ${describeError(error)}`);
+      }
+    }
+    const verb = action === "restart" ? "Restarted" : "Cancelled";
+    flash(`${verb} ${done} job${done === 1 ? "" : "s"}.${refused.length ? ` Refused: ${refused.join("; ")}` : ""}`, refused.length ? "error" : "ok");
+    for (const box of tbody.querySelectorAll("input.select:checked")) box.checked = false;
+    selectAll.checked = false;
+  }
+
+  selectAll.addEventListener("change", () => {
+    for (const box of tbody.querySelectorAll("input.select")) box.checked = selectAll.checked;
+  });
+  cancelSelected.addEventListener("click", () => act(selected(), "cancel"));
+  restartSelected.addEventListener("click", () => act(selected(), "restart"));
+  tbody.addEventListener("click", (event) => {
+    const button = event.target.closest("button.restart-one, button.cancel-one");
+    if (button) act([button.dataset.jobId], button.classList.contains("restart-one") ? "restart" : "cancel");
+  });
+
+  clear(
+    main,
+    h(
+      "section",
+      { class: "card" },
+      h("h1", {}, "Jobs"),
+      h(
+        "div",
+        { class: "row toolbar" },
+        h("label", { for: "filter-status" }, "State "),
+        statusSelect,
+        h("label", { for: "filter-type" }, " Type "),
+        typeSelect,
+        wantedVideo ? [" video ", h("code", {}, shortId(wantedVideo)), " ", h("a", { href: "#/jobs" }, "(all videos)")] : null,
+        h("span", { class: "spacer" }),
+        waiting,
+        cancelSelected,
+        restartSelected,
+        live,
+      ),
+      listError,
+      h(
+        "table",
+        { class: "list jobs", id: "job-list" },
+        h("thead", {}, h("tr", {}, h("th", {}, selectAll), ["Job", "Type", "Video", "State", "Progress", "Rank", "Attempts", "Step", "Created", "Finished", "Error"].map((t) => h("th", {}, t)))),
+        tbody,
+      ),
+      pager,
+    ),
+  );
+  await load();
+
+  followJobs(
+    "",
+    (job) => {
+      const entry = rows.get(job.id);
+      if (entry) {
+        update(entry, job);
+        if (opened.has(job.id)) showDetail(job.id);
+      } else if (matches(job) && offset === 0) {
+        tbody.querySelector("tr.empty")?.remove();
+        add(job, { top: true });
+      }
+    },
+    {
+      signal: controller.signal,
+      onState(state) {
+        live.textContent = state === "live" ? "● live" : state;
+        live.dataset.state = state;
+      },
+    },
+  );
+  // Ranks of waiting jobs move when another job starts: refresh them now and then.
+  const timer = setInterval(load, REFRESH_MS);
+  return () => {
+    controller.abort();
+    clearInterval(timer);
+  };
+}

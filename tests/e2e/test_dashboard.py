@@ -1,0 +1,336 @@
+"""The dashboard at `/` in Debian's Chromium, against a real `vidfarm serve`.
+
+Upload through the page and watch the job complete live, play the HLS rendition (hls.js),
+turn subtitles on, hover the seek bar for sprite thumbnails, fall back to MP4 without hls.js,
+restart a job that really failed, read the xAPI outbox and its dead letters, and test a runner
+manager's connection. Screenshots of each page go to test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from farm_browser import REFUSAL, Server, free_port, login, screenshot, wait_until
+
+from fixtures_media import run_ffmpeg_cli
+from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
+
+SUBTITLE_TEXT = "Hello from the subtitle track"
+SRT = (
+    f"1\n00:00:00,500 --> 00:00:05,000\n{SUBTITLE_TEXT}\n\n"
+    "2\n00:00:05,500 --> 00:00:11,000\nSecond cue of the clip\n"
+)
+
+
+def require_hls_js() -> None:
+    if (VENDOR_DIR / HLS_JS).is_file():
+        return
+    reason = "hls.js is not fetched (python -m vidfarm.api.web.assets; make test does it)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set: the HLS player test is required")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def subtitled_clip(media_dir: Path) -> Path:
+    """12 s of 320x180 with audio and an English text subtitle stream (long enough for the
+    overview sprite, which needs 10 s)."""
+    target = media_dir / "dashboard-subtitled.mkv"
+    if not target.exists():
+        srt = media_dir / "dashboard.srt"
+        srt.write_text(SRT)
+        run_ffmpeg_cli(
+            "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=12",
+            "-f", "lavfi", "-i", "sine=f=440:sample_rate=44100:d=12",
+            "-i", str(srt),
+            "-map", "0", "-map", "1", "-map", "2",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
+            str(target),
+        )  # fmt: skip
+    return target
+
+
+@pytest.fixture(scope="module")
+def encoded(server: Server, subtitled_clip: Path) -> dict[str, str]:
+    """The subtitled clip uploaded and encoded (through the page in the upload test; here
+    through the API when that test did not run first)."""
+    if "video_id" not in _uploaded:
+        with subtitled_clip.open("rb") as handle:
+            answer = server.api("POST", "/videos/upload", files={"file": handle})
+        _uploaded.update(video_id=answer["file_id"], job_id=answer["job_id"])
+    server.wait_job(_uploaded["job_id"], {"completed"})
+    return _uploaded
+
+
+_uploaded: dict[str, str] = {}
+
+
+def test_login_upload_and_watch_the_job_complete(
+    page: Any, server: Server, subtitled_clip: Path
+) -> None:
+    page.goto(f"{server.base}/")
+    page.wait_for_selector("#login-form")
+    screenshot(page, "01-login")
+    page.fill("#token", "vf_aaaaaaaaaaaa_not-a-token")
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#login-error:has-text('not accepted')")
+
+    login(page, server, server.admin)
+    assert page.locator("#who").text_content() == "e2e-admin admin"
+    page.set_input_files("#upload-file", str(subtitled_clip))
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-result .notice.ok")
+    assert page.get_attribute("#upload-status .progress", "aria-valuenow") == "100"
+    link = page.locator("#upload-result a").first.get_attribute("href")
+    job_link = page.locator("#upload-result a").nth(1).get_attribute("href")
+    video_id = link.rsplit("/", 1)[-1]
+    job_id = job_link.rsplit("=", 1)[-1]
+    _uploaded.update(video_id=video_id, job_id=job_id)
+    page.wait_for_selector(f'#video-list tr[data-video-id="{video_id}"]')
+
+    page.goto(f"{server.base}/#/jobs?type=encode")
+    page.wait_for_selector('#live-state[data-state="live"]')
+    row = f'#job-list tr[data-job-id="{job_id}"]'
+    page.wait_for_selector(f'{row}[data-status="completed"]', timeout=60_000)
+    assert page.get_attribute(f"{row} .progress", "aria-valuenow") == "100"
+    assert page.locator(f"{row} td.attempts").text_content() == "1/3"
+    page.click(f"{row} button.job-id")
+    page.wait_for_selector(f'.job-detail[data-job-id="{job_id}"]')
+    screenshot(page, "02-jobs")
+
+    page.goto(f"{server.base}/#/videos")
+    page.wait_for_selector(f'#video-list tr[data-video-id="{video_id}"] .badge.status-completed')
+    screenshot(page, "03-videos")
+
+
+def test_video_page_plays_hls_with_subtitles_and_sprite_thumbnails(
+    page: Any, server: Server, encoded: dict[str, str]
+) -> None:
+    require_hls_js()
+    login(page, server, server.admin, hash=f"#/videos/{encoded['video_id']}")
+    page.wait_for_selector('#player[data-mode="hls"]')
+    page.click("#play")
+    wait_until(page, "document.getElementById('video').currentTime > 1.5")
+    state = page.evaluate(
+        "() => ({error: window.vidfarmPlayer.error, hls: Boolean(window.vidfarmPlayer.hls),"
+        " src: document.getElementById('video').currentSrc})"
+    )
+    assert state["error"] is None and state["hls"], state
+    assert state["src"].startswith("blob:"), state  # media source extensions: hls.js plays
+    assert page.locator("#player-error").is_hidden()
+    assert page.locator("#quality option").all_text_contents() == ["Auto", "144p", "180p"]
+
+    page.select_option("#subtitles", label="eng")
+    wait_until(
+        page,
+        "(() => { const t = document.querySelector('#video track').track;"
+        " return t.mode === 'showing' && t.cues && t.cues.length === 2; })()",
+    )
+    cue = page.evaluate("document.querySelector('#video track').track.cues[0].text")
+    assert cue == SUBTITLE_TEXT
+
+    page.wait_for_selector('#player[data-sprite="10"]')
+    box = page.locator("#seek").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#seek-preview:not([hidden])")
+    image = page.evaluate("document.getElementById('seek-thumb').style.backgroundImage")
+    assert "overview.png" in image
+    loaded = page.evaluate(
+        """async () => {
+            const url = document.getElementById('seek-thumb').style.backgroundImage
+                .replace(/^url\\("?/, '').replace(/"?\\)$/, '');
+            const img = new Image(); img.src = url; await img.decode();
+            return [img.naturalWidth, img.naturalHeight];
+        }"""
+    )
+    assert loaded[0] > 0 and loaded[1] > 0
+    screenshot(page, "04-video-hls")
+
+    page.click("#play")  # pause: the stub LRS refuses "paused" statements (dead letters)
+    wait_until(page, "Number(document.getElementById('xapi-status').dataset.sent) >= 3")
+    downloads = page.locator("#outputs a.download")
+    assert downloads.count() >= 8
+    href = page.locator('#outputs tr[data-kind="mp4"] a.download').first.get_attribute("href")
+    answer = httpx.get(f"{server.base}{href}")
+    assert answer.status_code == 200 and "attachment" in answer.headers["content-disposition"]
+
+
+def test_player_falls_back_to_mp4_without_hls_js(
+    page: Any, server: Server, encoded: dict[str, str]
+) -> None:
+    page.route(
+        "**/ui/vendor/hls.min.js",
+        lambda route: route.fulfill(status=404, body="hls.js is not installed"),
+    )
+    login(page, server, server.admin, hash=f"#/videos/{encoded['video_id']}")
+    page.wait_for_selector('#player[data-mode="mp4"]')
+    assert "HLS is unavailable" in page.locator("#player-notice").text_content()
+    page.click("#play")
+    wait_until(page, "document.getElementById('video').currentTime > 0.5")
+    source = page.evaluate("document.getElementById('video').currentSrc")
+    assert "/180p.mp4?token=" in source  # the largest MP4; a <video> cannot send headers
+    assert page.evaluate("window.vidfarmPlayer.error") is None
+    screenshot(page, "05-video-mp4-fallback")
+
+
+def test_restart_a_failed_job(page: Any, server: Server, small_clip: Path) -> None:
+    login(page, server, server.admin)
+    # Upload by drag and drop: a File dropped on the zone, as a browser makes it.
+    data = base64.b64encode(small_clip.read_bytes()).decode()
+    page.evaluate(
+        """([data, name]) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: 'video/mp4'}));
+            document.getElementById('dropzone')
+                .dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));
+        }""",
+        [data, "dropped.mp4"],
+    )
+    page.click("#upload-submit")
+    page.wait_for_selector("#upload-result .notice.ok")
+    video_id = page.locator("#upload-result a").first.get_attribute("href").rsplit("/", 1)[-1]
+    first = page.locator("#upload-result a").nth(1).get_attribute("href").rsplit("=", 1)[-1]
+    server.wait_job(first, {"completed"})
+
+    # A real failure: the source disappears from storage, then an encode is asked for.
+    [source] = (server.data_dir / "media" / "sources" / video_id).iterdir()
+    kept = source.with_name("kept")
+    shutil.move(source, kept)
+    job = server.api("POST", f"/api/v1/videos/{video_id}/encode", json={})
+    failed = server.wait_job(job["id"], {"failed"})
+    assert failed["error"]
+    shutil.move(kept, source)  # the operator puts the file back, then restarts the job
+
+    page.goto(f"{server.base}/#/jobs?status=failed")
+    row = f'#job-list tr[data-job-id="{job["id"]}"]'
+    page.wait_for_selector(f'{row}[data-status="failed"]')
+    assert page.locator(f"{row} td.error-text").text_content() == failed["error"]
+    page.click(f"{row} button.job-id")
+    page.wait_for_selector(".job-detail .job-error")
+    screenshot(page, "06-jobs-failed")
+    page.check(f"{row} input.select")
+    page.click("#restart-selected")
+    page.wait_for_selector("#flash:has-text('Restarted 1 job.')")
+    page.wait_for_selector(f'{row}[data-status="completed"]', timeout=60_000)
+    assert server.api("GET", f"/api/v1/jobs/{job['id']}")["status"] == "completed"
+
+
+def test_user_token_sees_no_admin_actions(page: Any, server: Server) -> None:
+    login(page, server, server.user, hash="#/jobs")
+    page.wait_for_selector("#job-list")
+    assert page.locator("#restart-selected").is_hidden()
+    assert page.locator("#cancel-selected").is_visible()
+    page.goto(f"{server.base}/#/workers")
+    page.wait_for_selector("#workers .notice")
+    assert "only admins" in page.locator("#workers").text_content()
+    page.goto(f"{server.base}/#/xapi")
+    page.wait_for_selector("#dead-letters .notice")
+    assert "admins only" in page.locator("#dead-letters").text_content()
+
+
+def test_xapi_page_shows_the_outbox_and_redelivers_dead_letters(
+    page: Any, server: Server, encoded: dict[str, str]
+) -> None:
+    # Events of the player (or of this request, when the player test did not run).
+    server.api(
+        "POST",
+        "/xapi/video/",
+        json=[
+            {"video_id": encoded["video_id"], "verb": "played", "time": 0},
+            {"video_id": encoded["video_id"], "verb": "paused", "time": 1.5},
+        ],
+    )
+    server.wait(
+        "a dead letter and a delivered statement",
+        lambda: (s := server.api("GET", "/api/v1/xapi/status"))["dead"] and s["delivered"],
+    )
+    login(page, server, server.admin, hash="#/xapi")
+    page.wait_for_selector("#dead-list tr.dead")
+    assert int(page.locator('[data-stat="dead"] .value').text_content()) >= 1
+    assert int(page.locator('[data-stat="delivered"] .value').text_content()) >= 1
+    assert REFUSAL in page.locator("#dead-list td.reason").first.text_content()
+    screenshot(page, "07-xapi")
+    dead = server.api("GET", "/api/v1/xapi/status")["dead"]
+    page.click("#redeliver-all")
+    page.wait_for_selector(f"#flash:has-text('{dead} statement')")
+    assert "back in the queue" in page.locator("#flash").text_content()
+
+
+@pytest.fixture
+def runner_manager(server: Server, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real runner manager (`vidfarm runner`) on loopback: (URL, its token)."""
+    token = "e2e-runner-token-" + "x" * 16
+    port = free_port()
+    env = {
+        **server.env,
+        "VIDFARM_DATA_DIR": str(tmp_path / "runner"),
+        "VIDFARM_PORT": str(port),
+        "VIDFARM_RUNNER_TOKENS": token,
+    }
+    process = subprocess.Popen(
+        [*server.cli_command(), "runner"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        server.wait("the runner manager", lambda: _answers(f"{url}/api/health"), timeout=30)
+        yield url, token
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_workers_page_and_runner_connection(page: Any, server: Server, request: Any) -> None:
+    login(page, server, server.admin, hash="#/workers")
+    page.wait_for_selector("#transport")
+    assert page.locator("#transport strong").text_content() == "local"
+    assert page.locator('#worker-list tr[data-worker="embedded pool"]').is_visible()
+    if "/api/v1/runners" not in server.routes:
+        screenshot(page, "08-workers")
+        pytest.skip("runners API not present yet")
+    url, token = request.getfixturevalue("runner_manager")
+
+    page.fill("#runner-add #runner-name", "e2e runner")
+    page.fill("#runner-add #runner-url", url)
+    page.fill("#runner-add #runner-priority", "1")
+    page.fill("#runner-add #runner-token", token)
+    page.click("#runner-add button[type=submit]")
+    row = '#runner-list tr.runner[data-name="e2e runner"]'
+    page.wait_for_selector(row)
+    page.click(f"{row} button.test-connection")
+    result = page.wait_for_selector(f"{row} .test-result")
+    assert result.get_attribute("data-ok") == "true", result.text_content()
+    assert "Connection OK" in result.text_content()
+    screenshot(page, "08-workers")
+
+    # A wrong token: the test says so explicitly.
+    page.click(f"{row} button:has-text('Edit')")
+    page.fill("form[id^=runner-edit] #runner-token", "wrong-token-" + "y" * 16)
+    page.click("form[id^=runner-edit] button[type=submit]")
+    page.wait_for_selector(f"{row} button.test-connection")
+    page.click(f"{row} button.test-connection")
+    result = page.wait_for_selector(f"{row} .test-result")
+    assert result.get_attribute("data-ok") == "false"
+    assert "Connection failed" in result.text_content()
+
+    page.click(f"{row} button.toggle-active")
+    page.wait_for_selector(f"{row} .badge:has-text('disabled')")
