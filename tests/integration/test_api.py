@@ -95,13 +95,14 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(params=["local", "s3"])
-def api_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+def api_settings(request: pytest.FixtureRequest, tmp_path: Path, pg_database: str) -> Settings:
     """The API runs on a local media folder, and again on S3 (moto's real HTTP server)."""
     if request.param == "local":
-        return make_settings(tmp_path)
+        return make_settings(tmp_path, database_url=pg_database)
     endpoint = request.getfixturevalue("s3_endpoint")
     return make_settings(
         tmp_path,
+        database_url=pg_database,
         storage="s3",
         s3_endpoint_url=endpoint,
         s3_bucket=f"vidfarm-api-{uuid.uuid4().hex[:12]}",
@@ -111,8 +112,8 @@ def api_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def local_settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def local_settings(tmp_path: Path, pg_database: str) -> Settings:
+    return make_settings(tmp_path, database_url=pg_database)
 
 
 def start_api(settings: Settings) -> tuple[TestClient, Api]:
@@ -297,8 +298,12 @@ def test_not_media_is_refused_and_nothing_is_kept(
     assert_nothing_stored(api, local_settings)
 
 
-def test_oversized_upload_is_413_and_nothing_is_kept(tmp_path: Path, small_clip: Path) -> None:
-    settings = make_settings(tmp_path, max_upload_bytes=small_clip.stat().st_size - 1)
+def test_oversized_upload_is_413_and_nothing_is_kept(
+    tmp_path: Path, small_clip: Path, pg_database: str
+) -> None:
+    settings = make_settings(
+        tmp_path, database_url=pg_database, max_upload_bytes=small_clip.stat().st_size - 1
+    )
     client, api = start_api(settings)
     with client:
         response = api.upload(small_clip)
@@ -399,14 +404,16 @@ def test_health_ready_and_metrics(api: Api, small_clip: Path) -> None:
     assert 'vidfarm_jobs{status="completed",type="encode"} 1.0' in metrics
 
 
-def test_interrupted_upload_leaves_nothing(tmp_path: Path, small_clip: Path) -> None:
+def test_interrupted_upload_leaves_nothing(
+    tmp_path: Path, small_clip: Path, pg_database: str
+) -> None:
     """A client that goes away mid-upload: the partial file is removed, nothing recorded."""
     import socket
     import threading
 
     import uvicorn
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database_url=pg_database)
     client, api = start_api(settings)
     server = uvicorn.Server(
         uvicorn.Config(client.app, host="127.0.0.1", port=0, log_level="error", lifespan="off")

@@ -19,10 +19,16 @@ from vidfarm.videos import add_video
 
 @pytest.fixture(scope="module")
 def farm_state(
-    tmp_path_factory: pytest.TempPathFactory, make_media: Any
+    tmp_path_factory: pytest.TempPathFactory, make_media: Any, pg_module_database: str
 ) -> Iterator[dict[str, Any]]:
     data = tmp_path_factory.mktemp("schema")
-    runtime = open_runtime(Settings(data_dir=data / "data", max_upload_bytes=1024 * 1024))
+    runtime = open_runtime(
+        Settings(
+            data_dir=data / "data",
+            database_url=pg_module_database,
+            max_upload_bytes=1024 * 1024,
+        )
+    )
     with runtime.sessions() as session:
         token, _ = create_token(session, role=Role.ADMIN, name="schemathesis")
         # One real video so that generated ids sometimes hit something that exists.

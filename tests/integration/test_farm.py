@@ -32,12 +32,13 @@ def free_port() -> int:
 
 
 class Farm:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = {
             **os.environ,
             "VIDFARM_DATA_DIR": str(data_dir),
+            "VIDFARM_DATABASE_URL": database_url,
             "VIDFARM_PORT": str(self.port),
             "VIDFARM_LEASE_SECONDS": "3",
             "VIDFARM_POLL_SECONDS": "0.2",
@@ -103,7 +104,7 @@ class Farm:
 
 
 @pytest.fixture
-def farm(tmp_path: Path) -> Iterator[Farm]:
+def farm(tmp_path: Path, pg_database: str) -> Iterator[Farm]:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     # A slow-enough encode to be stopped in the middle on purpose.
@@ -112,16 +113,16 @@ def farm(tmp_path: Path) -> Iterator[Farm]:
         '[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\nvideo_bitrate = "750k"\n'
         'max_video_bitrate = "1000k"\naudio_bitrate = "96k"\nmp4 = true\n'
     )
-    farm = Farm(tmp_path)
+    farm = Farm(tmp_path, pg_database)
     yield farm
     farm.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def long_clip(make_media: MakeMedia) -> Path:
-    """40 s of 640x360 at preset slower: about 12 s of encoding on an idle 2-core machine,
-    long enough to interrupt whatever the machine's speed (veryfast took 2 s: too quick)."""
-    return make_media("farm-40s.mp4", *video_args("640x360", 25, 40.0))
+    """20 s of 640x360 at preset slower: about 6 s of encoding on an idle 2-core machine,
+    long enough to interrupt from the CLI whatever the machine's speed (veryfast: 1 s)."""
+    return make_media("farm-20s.mp4", *video_args("640x360", 25, 20.0))
 
 
 def published(farm: Farm, job_id: str) -> list[Path]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfarm import __version__
@@ -93,6 +95,19 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
             status_code=error.status_code,
             headers=getattr(error, "headers", None),
         )
+
+    @app.exception_handler(DataError)
+    async def refused_by_database(request: Request, error: DataError) -> JSONResponse:
+        # PostgreSQL refuses some values SQLite takes (a NUL character in text, say).
+        log.info("database refused a value on %s %s: %s", request.method, request.url.path, error)
+        return JSONResponse({"detail": "a value in the request is not valid"}, status_code=422)
+
+    @app.middleware("http")
+    async def refuse_nul(request: Request, call_next: Any) -> Any:
+        """A NUL character has no business in a URL; PostgreSQL cannot even store it."""
+        if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
+            return JSONResponse({"detail": "NUL characters are not allowed in URLs"}, 400)
+        return await call_next(request)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
