@@ -13,9 +13,12 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	@# hls.js for the dashboard's player (pinned, checked); without it the player uses MP4
+	$(BIN)/python -m vidfarm.api.web.assets || echo "vidfarm: hls.js not fetched: the dashboard will play MP4 only"
 
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m vidfarm.api.web.assets
 
 run: install
 	$(BIN)/vidfarm serve
@@ -25,8 +28,9 @@ lint: install-dev
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Two test processes, one file each at a time: most tests wait on subprocesses and services.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: install-dev
 	$(BIN)/python bench/encode_vs_pod.py

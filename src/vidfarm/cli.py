@@ -19,9 +19,13 @@ from rich.table import Table
 
 from vidfarm import __version__, jobs
 from vidfarm.auth import Role, create_token, has_admin_token, list_tokens, revoke_token
+from vidfarm.cli_runner import runner_command
+from vidfarm.cli_runners import runners_app
 from vidfarm.cli_support import console, errors, fail, guarded, progress_bar, runtime, settings
 from vidfarm.cli_transcribe import transcribe as transcribe_command
+from vidfarm.cli_worker import worker_command
 from vidfarm.cli_xapi import xapi_app
+from vidfarm.config import Settings
 from vidfarm.media.encode import encode as encode_media
 from vidfarm.media.encode import plan_encode
 from vidfarm.media.probe import probe
@@ -30,7 +34,7 @@ from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Job, JobStatus, Output
 from vidfarm.runtime import Runtime, open_runtime
 from vidfarm.transcribe.engines import resolve as resolve_engine
-from vidfarm.videos import add_video, check_encode_params, submit_encode
+from vidfarm.videos import add_video, check_affiliation, check_encode_params, submit_encode
 
 app = typer.Typer(
     name="vidfarm",
@@ -109,8 +113,7 @@ def serve(
     rt = open_runtime(config)
     console.print(
         f"vidfarm {__version__}: data in {config.data_dir.resolve()}, database "
-        f"{rt.engine.url.render_as_string(hide_password=True)}, "
-        f"{config.worker_concurrency} worker(s)"
+        f"{rt.engine.url.render_as_string(hide_password=True)}, {_transport_line(config)}"
     )
     with rt.sessions() as session:
         if not has_admin_token(session):
@@ -133,6 +136,15 @@ def serve(
     rt.engine.dispose()
 
 
+def _transport_line(config: Settings) -> str:
+    if config.transport == "celery":
+        queues = ", ".join((config.queue_encoding, config.queue_transcription, config.queue_xapi))
+        return f"jobs go to Celery queues {queues} (start workers with `vidfarm worker`)"
+    if config.transport == "runners":
+        return "jobs go to runner managers (`vidfarm runners list`)"
+    return f"{config.worker_concurrency} embedded worker(s)"
+
+
 @app.command()
 @guarded
 def submit(
@@ -145,6 +157,9 @@ def submit(
     lang: Annotated[
         str | None, typer.Option(help="Spoken language: a transcription follows the encode.")
     ] = None,
+    affiliation: Annotated[
+        str | None, typer.Option(help="Submitter class (staff, student...): sets priority.")
+    ] = None,
 ) -> None:
     """Store SOURCE and queue its encode; a running `vidfarm serve` picks it up."""
     with runtime() as rt:
@@ -154,6 +169,7 @@ def submit(
         check_encode_params(config, params)  # refuse bad parameters before storing anything
         if lang:
             resolve_engine(lang, config)
+        check_affiliation(config, affiliation)
         with rt.sessions() as session:
             video, _ = add_video(session, rt.storage, source, language=lang)
             job = submit_encode(
@@ -162,6 +178,7 @@ def submit(
                 video,
                 params=params,
                 priority=priority,
+                affiliation=affiliation,
             )
             position, waiting = jobs.rank(session, job.id)
             job_id = job.id
@@ -271,12 +288,15 @@ def restart(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 @app.command("process-tasks")
 @guarded
 def process_tasks() -> None:
-    """One reconcile pass: requeue jobs whose worker was lost, queue jobs that are due."""
-    from vidfarm.dispatch.local import LocalDispatcher
+    """One reconcile pass: requeue lost jobs, queue due jobs, repair the transport."""
     from vidfarm.scheduler import Scheduler
 
     with runtime() as rt:
-        result = Scheduler(rt.sessions, LocalDispatcher(rt.sessions), rt.settings).tick()
+        dispatcher = rt.make_dispatcher()
+        try:
+            result = Scheduler(rt.sessions, dispatcher, rt.settings).tick()
+        finally:
+            dispatcher.stop(30.0)
         console.print(f"reclaimed {len(result.reclaimed)}, dispatched {len(result.dispatched)}")
 
 
@@ -356,7 +376,10 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")]) -> 
 
 
 app.add_typer(xapi_app, name="xapi")
+app.add_typer(runners_app, name="runners")
 app.command("transcribe")(guarded(transcribe_command))
+app.command("runner")(guarded(runner_command))
+app.command("worker")(guarded(worker_command))
 
 
 def main() -> None:  # pragma: no cover - console entry point

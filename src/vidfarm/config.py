@@ -5,12 +5,13 @@ Bad values fail at start with a single line (see `load_settings`), never later i
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vidfarm.errors import ConfigError
 
@@ -162,6 +163,120 @@ class Settings(BaseSettings):
     xapi_pause_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
         default=60.0, description="While the LRS refuses our credentials, try again this often."
     )
+    dispatcher: Literal["auto", "local", "celery", "runners"] = Field(
+        default="auto",
+        description="Job transport: auto = celery when VIDFARM_BROKER_URL is set, else local.",
+    )
+    broker_url: str = Field(
+        default="", description="Celery broker (redis://... or amqp://...); empty: embedded pool."
+    )
+    queue_encoding: str = Field(default="encoding", description="Celery queue for encodes.")
+    queue_transcription: str = Field(
+        default="transcription", description="Celery queue for transcriptions."
+    )
+    queue_xapi: str = Field(default="xapi", description="Celery queue for xAPI delivery.")
+    broker_visibility_timeout: Annotated[int, Field(ge=60)] = Field(
+        default=43200,
+        description="Seconds before Redis redelivers an unacknowledged task; > longest job.",
+    )
+    republish_after_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=60.0,
+        description="A job queued this long that the broker does not hold is published again.",
+    )
+    api_url: str = Field(
+        default="", description="Control plane URL remote workers report to (Celery workers)."
+    )
+    worker_token: SecretStr = Field(
+        default=SecretStr(""), description="API token (role worker) of a remote worker."
+    )
+    priority_classes: dict[str, int] = Field(
+        default={"staff": 6, "faculty": 6, "employee": 6, "member": 3, "student": 0},
+        description="Job priority per submitter class (Pod: staff before students).",
+    )
+    short_job_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=300.0, description="Media at most this long get short_job_boost priority."
+    )
+    short_job_boost: Annotated[int, Field(ge=0, le=9)] = Field(
+        default=2, description="Priority added to short jobs so they pass long encodes."
+    )
+    runner_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="Tokens clients (Esup-Pod) use to call `vidfarm runner`: comma or JSON list.",
+    )
+    runner_capacity: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        default=None, description="Tasks `vidfarm runner` runs at once; empty: worker_concurrency."
+    )
+    runner_allow_private_urls: bool = Field(
+        default=False,
+        description="Let source_url/notify_url reach private and loopback addresses (tests, LAN).",
+    )
+    runner_max_source_bytes: Annotated[int, Field(ge=1)] = Field(
+        default=20 * 1024**3, description="Largest source file a runner task downloads (bytes)."
+    )
+    runner_task_retention_days: float = Field(
+        default=60.0, description="Days before finished runner tasks and files go; <=0: never."
+    )
+    runner_notify_retries: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=5, description="Tries to deliver a task's end notification before `warning`."
+    )
+    runner_notify_backoff: Annotated[float, Field(ge=0, le=86400)] = Field(
+        default=60.0, description="Seconds before the 2nd notification try; x1.5 per try."
+    )
+    runner_notify_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0, description="Time limit of one notification request."
+    )
+    runner_default_language: str = Field(
+        default="en", description="Transcription language when a task says `auto` or nothing."
+    )
+
+    @field_validator("runner_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        """`a,b` or `["a", "b"]` from the environment; blanks are dropped."""
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                items = json.loads(text) if text.startswith("[") else text.split(",")
+            except json.JSONDecodeError:
+                raise ValueError("expected a comma-separated list or a JSON list") from None
+            if not isinstance(items, list):
+                raise ValueError("expected a comma-separated list or a JSON list")
+            return [str(item).strip() for item in items if str(item).strip()]
+        return value
+
+    runners_public_url: str = Field(
+        default="",
+        description="Public base URL of this control plane for runner managers (notify_url, "
+        "source_url); empty: http://host:port.",
+    )
+    runners_etab_name: str = Field(
+        default="vidfarm", description="`etab_name` sent to runner managers with each task."
+    )
+    runners_check_after_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=7200.0,
+        description="Ask a manager about a task it has run this long without news (Pod: 2 h).",
+    )
+    runners_request_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=30.0, description="Time limit of one request to a runner manager (Pod: 30 s)."
+    )
+    runners_busy_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=30.0,
+        description="A manager that answered 503 or failed is not asked again for this long.",
+    )
+    runners_import_backoff_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        default=0.5, description="First delay between result download tries; doubles, jitter."
+    )
+    runners_tasks_deleted_after_days: float = Field(
+        default=60.0, description="Days before finished runner assignments are purged; <=0: never."
+    )
+    runners_allow_private_urls: bool = Field(
+        default=False,
+        description="Allow runner manager URLs on private or loopback addresses (LAN, tests).",
+    )
+    runners_secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Key encrypting manager tokens at rest; empty: <data_dir>/runner-secret-key.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `vidfarm serve` listens on.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(
         default=8000, description="Port `vidfarm serve` listens on."
@@ -171,7 +286,16 @@ class Settings(BaseSettings):
     def _check_retry(self) -> Settings:
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be >= retry_base_seconds")
+        if self.dispatcher == "celery" and not self.broker_url:
+            raise ValueError("VIDFARM_DISPATCHER=celery needs VIDFARM_BROKER_URL")
         return self
+
+    @property
+    def transport(self) -> Literal["local", "celery", "runners"]:
+        """The dispatcher actually used: `auto` picks Celery when a broker is configured."""
+        if self.dispatcher == "auto":
+            return "celery" if self.broker_url else "local"
+        return self.dispatcher
 
     @property
     def resolved_database_url(self) -> str:
@@ -190,7 +314,9 @@ def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "settings"
     name = f"VIDFARM_{where.upper()}" if first["loc"] else "settings"
-    return f"invalid setting {name}: {first['msg']} (got {first.get('input')!r})"
+    secret = any(word in where for word in ("token", "secret", "password"))
+    got = "a hidden value" if secret else repr(first.get("input"))  # never print a secret
+    return f"invalid setting {name}: {first['msg']} (got {got})"
 
 
 def load_settings() -> Settings:

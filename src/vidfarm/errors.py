@@ -104,3 +104,29 @@ class UnexpectedError(TransientError):
     def __init__(self, original: BaseException) -> None:
         super().__init__(f"{type(original).__name__}: {original}")
         self.original_class = type(original).__name__
+
+
+class WorkerUnreachable(TransientError):
+    """A remote worker cannot reach the control plane's API (URL, token or network)."""
+
+
+class ReportedError(VidfarmError):
+    """A failure reported over HTTP by a remote worker: its class name and permanence kept."""
+
+    def __init__(self, message: str, *, error_class: str, permanent: bool) -> None:
+        super().__init__(message)
+        self._class = error_class
+        self.permanent = permanent
+
+    @property
+    def error_class(self) -> str:
+        return self._class
+
+
+def error_from_report(error_class: str, message: str, *, permanent: bool) -> VidfarmError:
+    """Rebuild a remote worker's error; cancellations and timeouts keep their own meaning."""
+    if error_class == JobTimedOut.__name__:
+        return JobTimedOut(message)
+    if error_class == JobCancelled.__name__:
+        return JobCancelled(message)
+    return ReportedError(message, error_class=error_class, permanent=permanent)

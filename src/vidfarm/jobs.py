@@ -159,6 +159,53 @@ def mark_queued(session: Session, job_ids: Sequence[str]) -> list[str]:
     return moved
 
 
+def unqueue(session: Session, job_id: str) -> bool:
+    """queued → pending: the transport could not take the job (no runner manager accepted).
+
+    It keeps its place (priority, then age) and is offered again at the next tick.
+    """
+    with write_transaction(session):
+        result = cast(
+            CursorResult[Any],
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == _QUEUED)
+                .values(status=_PENDING, queued_at=None, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ),
+        )
+    return result.rowcount == 1
+
+
+def mark_republished(session: Session, job_ids: Sequence[str]) -> None:
+    """A queued job's message was published again: restart its republish clock."""
+    now = utcnow()
+    with write_transaction(session):
+        for start in range(0, len(job_ids), _IN_CHUNK):
+            chunk = list(job_ids[start : start + _IN_CHUNK])
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(chunk), Job.status == _QUEUED)
+                .values(queued_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def queued_counts(session: Session, cutoff: datetime) -> dict[str, tuple[int, list[str]]]:
+    """Per job type: how many jobs are queued, and the ids of those queued before `cutoff`."""
+    found: dict[str, tuple[int, list[str]]] = {}
+    rows = session.execute(
+        select(Job.id, Job.type, Job.queued_at).where(Job.status == _QUEUED).order_by(*_ORDER)
+    ).all()
+    for job_id, job_type, queued_at in rows:
+        total, stale = found.get(job_type, (0, []))
+        if queued_at is None or as_utc(queued_at) <= cutoff:
+            stale.append(job_id)
+        found[job_type] = (total + 1, stale)
+    session.rollback()
+    return found
+
+
 def due_pending(
     session: Session, now: datetime | None = None, *, limit: int | None = None
 ) -> list[str]:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vidfarm.claims import Claim, Reporter
 from vidfarm.config import Settings
 from vidfarm.db import make_engine, make_session_factory, migrate
+from vidfarm.dispatch import Dispatcher
 from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
 from vidfarm.errors import ConfigError, DatabaseUnavailable, InvalidParameters
 from vidfarm.media.profiles import load_profile
@@ -32,7 +33,7 @@ class Runtime:
     storage: Storage
     pool: WorkerPool | None = None
     scheduler: Scheduler | None = None
-    dispatcher: LocalDispatcher | None = field(default=None)
+    dispatcher: Dispatcher | None = field(default=None)
     xapi: XapiDelivery | None = None
 
     def run_job(self, claim: Claim, reporter: Reporter) -> None:
@@ -43,18 +44,42 @@ class Runtime:
         if self.dispatcher is not None:
             self.dispatcher.dispatch(job_ids)
 
+    def requeued(self, job_ids: list[str]) -> None:
+        """Jobs handed back by a stopping worker are queued again: make them reachable now."""
+        if isinstance(self.dispatcher, LocalDispatcher) and self.dispatcher.pool is not None:
+            self.dispatcher.pool.wake()
+        elif self.settings.transport == "celery" and self.dispatcher is not None:
+            from vidfarm.dispatch.celery import CeleryDispatcher
+
+            if isinstance(self.dispatcher, CeleryDispatcher):
+                self.dispatcher.publish(job_ids)
+
+    def make_dispatcher(self, pool: WorkerPool | None = None) -> Dispatcher:
+        """The transport chosen by settings: embedded pool, Celery queues or runner managers."""
+        transport = self.settings.transport
+        if transport == "celery":
+            from vidfarm.dispatch.celery import CeleryDispatcher
+
+            return CeleryDispatcher(self.sessions, self.settings)
+        if transport == "runners":
+            from vidfarm.dispatch.runners import RunnersDispatcher
+
+            return RunnersDispatcher(self.sessions, self.settings, self.storage)
+        return LocalDispatcher(self.sessions, pool)
+
     def start_farm(self) -> None:
-        """Start the embedded worker pool and the reconcile loop in this process."""
-        self.pool = WorkerPool(self.sessions, self.settings, self.run_job)
-        self.dispatcher = LocalDispatcher(self.sessions, self.pool)
+        """Start the transport (the embedded pool, when local) and the reconcile loop."""
+        if self.settings.transport == "local":
+            self.pool = WorkerPool(self.sessions, self.settings, self.run_job)
+        self.dispatcher = self.make_dispatcher(self.pool)
         self.scheduler = Scheduler(self.sessions, self.dispatcher, self.settings)
-        self.pool.start()
+        self.dispatcher.start()
         self.scheduler.start()
-        self.scheduler.tick()
         if self.settings.xapi_enabled:
             secret = self.settings.xapi_actor_secret.get_secret_value()
             load_actor_secret(secret, self.settings.data_dir)  # create the key at first start
-            if self.settings.xapi_lrs_url:
+            if self.settings.xapi_lrs_url and self.settings.transport != "celery":
+                # With Celery, delivery runs on the `xapi` queue (see dispatch/celery.py).
                 self.xapi = XapiDelivery(self.sessions, self.settings)
                 self.xapi.start()
 
@@ -65,8 +90,9 @@ class Runtime:
             self.xapi = None
         if self.scheduler:
             self.scheduler.stop(timeout)
-        if self.pool:
-            self.pool.stop(graceful=True, timeout=timeout)
+            self.scheduler = None
+        if self.dispatcher:
+            self.dispatcher.stop(timeout)
 
     def close(self) -> None:
         self.stop_farm()

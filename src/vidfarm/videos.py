@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.config import Settings
-from vidfarm.errors import NotFound
+from vidfarm.errors import InvalidParameters, NotFound
 from vidfarm.media.encode import check_formats
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import load_profile, parse_resolution
@@ -74,18 +74,36 @@ def submit_encode(
     *,
     params: dict[str, Any] | None = None,
     priority: int = 0,
+    affiliation: str | None = None,
 ) -> Job:
     """Queue an encode after refusing what its worker would refuse (one check, every caller)."""
-    params = params or {}
+    params = dict(params or {})
     check_encode_params(settings, params)
+    if affiliation:
+        params["affiliation"] = affiliation
     return jobs.create_job(
         session,
         job_type=JobType.ENCODE.value,
         video_id=video.id,
         params=params,
-        priority=priority,
+        priority=job_priority(settings, video, priority=priority, affiliation=affiliation),
         max_attempts=settings.max_attempts,
     )
+
+
+def job_priority(
+    settings: Settings, video: Video, *, priority: int = 0, affiliation: str | None = None
+) -> int:
+    """Higher runs first: the asked priority, plus the submitter's class, plus a short-job lane.
+
+    Pod serves staff before students; a short clip should not wait behind a two-hour lecture.
+    """
+    check_affiliation(settings, affiliation)
+    boost = settings.priority_classes.get(affiliation, 0) if affiliation else 0
+    duration = video.duration or 0.0
+    if 0 < duration <= settings.short_job_seconds:
+        boost += settings.short_job_boost
+    return priority + boost
 
 
 def check_encode_params(settings: Settings, params: dict[str, Any]) -> None:
@@ -131,3 +149,10 @@ def job_formats(job: Job) -> list[str]:
 
 def outputs_of(session: Session, job: Job) -> list[Output]:
     return list(session.scalars(select(Output).where(Output.job_id == job.id).order_by(Output.id)))
+
+
+def check_affiliation(settings: Settings, affiliation: str | None) -> None:
+    """A submitter class must be one of VIDFARM_PRIORITY_CLASSES (refused before storing)."""
+    if affiliation is not None and affiliation not in settings.priority_classes:
+        known = ", ".join(sorted(settings.priority_classes))
+        raise InvalidParameters(f"unknown affiliation {affiliation!r} (known: {known})")

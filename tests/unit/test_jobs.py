@@ -543,3 +543,22 @@ def test_heartbeat_renews_the_lease(session_factory: Factory) -> None:
     assert job.lease_expires_at is not None
     assert jobs.as_utc(job.lease_expires_at) > jobs.utcnow() + timedelta(seconds=20)
     assert (job.progress, job.step) == (100.0, "s")  # clamped
+
+
+def test_unqueue_and_republish_touch_only_queued_jobs(session_factory: Factory) -> None:
+    waiting = new_job(session_factory)
+    running = new_job(session_factory)
+    with session_factory() as session:
+        claim = jobs.claim_job(session, running, worker_id="w", lease_seconds=30)
+        assert claim is not None
+        assert jobs.unqueue(session, waiting) is True
+        assert jobs.unqueue(session, waiting) is False  # already pending
+        assert jobs.unqueue(session, running) is False
+        assert jobs.get_job(session, waiting).status == JobStatus.PENDING
+        assert jobs.get_job(session, running).status == JobStatus.RUNNING
+        jobs.mark_queued(session, [waiting])
+        counts = jobs.queued_counts(session, jobs.utcnow() + timedelta(seconds=1))
+        assert counts == {"encode": (1, [waiting])}
+        assert jobs.queued_counts(session, jobs.utcnow() - timedelta(hours=1)) == {
+            "encode": (1, [])
+        }

@@ -14,8 +14,20 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfarm import __version__
-from vidfarm.api.routes import health, jobs, seed, transcribe, videos, xapi
+from vidfarm.api.routes import (
+    health,
+    jobs,
+    runner_webhook,
+    runners,
+    seed,
+    transcribe,
+    videos,
+    worker,
+    workers,
+    xapi,
+)
 from vidfarm.api.uploads import NotMultipart, UploadInterrupted
+from vidfarm.api.web import router as web
 from vidfarm.errors import (
     InvalidMedia,
     InvalidParameters,
@@ -75,6 +87,11 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         transcribe.router,
         jobs.router,
         xapi.router,
+        worker.router,
+        workers.router,
+        runners.router,
+        runner_webhook.router,
+        web.router,  # the dashboard at /, /ui/* and /api/v1/me
     ):
         app.include_router(router)
 

@@ -290,7 +290,7 @@ class RunnersDispatcher:
             secret = secrets.token_urlsafe(32)
             managers = self._available(session)
             if not managers:
-                _unqueue(session, job_id)
+                jobs.unqueue(session, job_id)
                 return False
             try:
                 if video is None:
@@ -327,7 +327,7 @@ class RunnersDispatcher:
                 session.execute(
                     delete(RunnerAssignment).where(RunnerAssignment.id == assignment.id)
                 )
-            _unqueue(session, job_id)
+            jobs.unqueue(session, job_id)
             log.info("job %s: no runner manager accepted it; it stays pending", job_id)
             return False
 
@@ -598,7 +598,7 @@ class RunnersDispatcher:
         )
         session.rollback()
         for job_id in stale:
-            _unqueue(session, job_id)
+            jobs.unqueue(session, job_id)
 
     def _submission_limit(self, session: Session) -> float:
         """Longest a submission can take: every manager timing out, plus a margin."""
@@ -913,21 +913,6 @@ def _assignments(session: Session, state: str) -> list[RunnerAssignment]:
     )
     session.rollback()
     return found
-
-
-def _unqueue(session: Session, job_id: str) -> None:
-    """queued → pending (no manager took it): it keeps its place, priority then age.
-
-    A conditional update of the job's status only, like jobs.mark_queued in reverse; the
-    job core has no such transition because the other transports never need it.
-    """
-    with write_transaction(session):
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-            .values(status=JobStatus.PENDING.value, queued_at=None, updated_at=jobs.utcnow())
-            .execution_options(synchronize_session=False)
-        )
 
 
 def find_assignments(

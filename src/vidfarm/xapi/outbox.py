@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -249,6 +249,49 @@ def dead_view(row: XapiStatement) -> dict[str, Any]:
 # --- delivering ---------------------------------------------------------------------------------
 
 
+def delivery_lease_seconds(settings: Settings) -> float:
+    """How long a claimed batch stays hidden: bisecting n statements takes up to 2n requests."""
+    return max(60.0, settings.xapi_timeout_seconds * 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """One statement handed to a delivery loop (a row here, a JSON item for remote workers)."""
+
+    id: str
+    statement: dict[str, Any]
+
+
+class OutboxPort(Protocol):
+    """Where a delivery loop takes statements from and writes outcomes to."""
+
+    def claim(self, limit: int, lease_seconds: float) -> Sequence[Leased]: ...
+
+    def record(self, results: dict[str, Result]) -> None: ...
+
+
+class SqlOutbox:
+    """The outbox table itself: used by the embedded loop and by the worker API's routes."""
+
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+
+    def claim(self, limit: int, lease_seconds: float) -> list[Leased]:
+        with self._sessions() as session:
+            rows = claim_due(session, limit, lease_seconds)
+            return [Leased(row.id, row.statement) for row in rows]
+
+    def record(self, results: dict[str, Result]) -> None:
+        with self._sessions() as session:
+            record(
+                session,
+                results,
+                retry_base=self._settings.xapi_retry_base_seconds,
+                retry_max=self._settings.xapi_retry_max_seconds,
+            )
+
+
 @dataclass
 class DeliveryReport:
     """What one `deliver_once` did."""
@@ -266,20 +309,27 @@ class DeliveryReport:
 class XapiDelivery:
     """Delivers the outbox to the LRS: `deliver_once()` for one batch, or a background loop.
 
-    The loop runs in the `vidfarm serve` process (the embedded worker); the CLI and tests call
-    `deliver_once()` directly. Stopping is clean at any time: a statement claimed but not yet
-    recorded comes back when its lease runs out, and a resend has no second effect.
+    The loop runs in the `vidfarm serve` process (the embedded worker) on the SQL outbox, or in
+    a Celery worker of the `xapi` queue on the worker API (`vidfarm.remote.HttpOutbox`); the
+    CLI and tests call `deliver_once()` directly. Stopping is clean at any time: a statement
+    claimed but not yet recorded comes back when its lease runs out, and a resend has no
+    second effect.
     """
 
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        sessions: sessionmaker[Session] | None,
         settings: Settings,
         *,
         client: LrsClient | None = None,
+        outbox: OutboxPort | None = None,
     ) -> None:
-        self.sessions = sessions
         self.settings = settings
+        if outbox is None:
+            if sessions is None:
+                raise ValueError("XapiDelivery needs a database or an outbox")
+            outbox = SqlOutbox(sessions, settings)
+        self.outbox = outbox
         self.client = client or LrsClient(
             url=settings.xapi_lrs_url,
             login=settings.xapi_lrs_login,
@@ -294,22 +344,16 @@ class XapiDelivery:
     @property
     def lease_seconds(self) -> float:
         # Bisecting a batch of n takes up to 2n requests; never expire under a slow LRS.
-        return max(60.0, self.settings.xapi_timeout_seconds * 4)
+        return delivery_lease_seconds(self.settings)
 
     def deliver_once(self) -> DeliveryReport:
         """Claim one batch of due statements, send it, record every statement's outcome."""
-        with self.sessions() as session:
-            batch = claim_due(session, self.settings.xapi_batch_size, self.lease_seconds)
-            report = DeliveryReport(claimed=len(batch))
-            if not batch:
-                return report
-            self._send(batch, report)
-            record(
-                session,
-                report.results,
-                retry_base=self.settings.xapi_retry_base_seconds,
-                retry_max=self.settings.xapi_retry_max_seconds,
-            )
+        batch = list(self.outbox.claim(self.settings.xapi_batch_size, self.lease_seconds))
+        report = DeliveryReport(claimed=len(batch))
+        if not batch:
+            return report
+        self._send(batch, report)
+        self.outbox.record(report.results)
         for result in report.results.values():
             if result.outcome == "delivered":
                 report.delivered += 1
@@ -319,7 +363,7 @@ class XapiDelivery:
                 report.retried += 1
         return report
 
-    def _send(self, batch: list[XapiStatement], report: DeliveryReport) -> None:
+    def _send(self, batch: list[Leased], report: DeliveryReport) -> None:
         if report.paused:  # the LRS refused us for a sibling half: do not hammer it
             for row in batch:
                 report.results[row.id] = Result("paused", 0, report.reason or "")

@@ -19,7 +19,14 @@ from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.models import Job, JobStatus
 from vidfarm.runtime import Runtime
 from vidfarm.transcribe.engines import resolve as resolve_engine
-from vidfarm.videos import add_video, find_video, job_formats, stored_name, submit_encode
+from vidfarm.videos import (
+    add_video,
+    check_affiliation,
+    find_video,
+    job_formats,
+    stored_name,
+    submit_encode,
+)
 
 router = APIRouter(prefix="/videos", tags=["videos (seed API)"])
 
@@ -94,11 +101,16 @@ async def upload(
         str | None,
         Query(max_length=16, description="Spoken language: a transcription follows the encode."),
     ] = None,
+    affiliation: Annotated[
+        str | None,
+        Query(max_length=32, description="Submitter class (staff, student...): sets priority."),
+    ] = None,
 ) -> UploadResponse:
     """Stream a video into storage; refuse what is not media; start the default encode."""
     settings = runtime.settings
     if language:
         resolve_engine(language, settings)  # an unconfigured language is refused up front
+    check_affiliation(settings, affiliation)
     received = await receive_upload(
         request,
         field="file",
@@ -107,18 +119,20 @@ async def upload(
     )
     try:
         # Probing and storing a large file takes seconds: keep the event loop free meanwhile.
-        file_id, filename, job_id = await run_in_threadpool(_ingest, runtime, received, language)
+        file_id, filename, job_id = await run_in_threadpool(
+            _ingest, runtime, received, language, affiliation
+        )
     finally:
         await run_in_threadpool(discard, received)  # unlinking 1 GiB takes a while too
     if job_id:
-        runtime.dispatch([job_id])
+        await run_in_threadpool(runtime.dispatch, [job_id])  # SQL and the broker: off the loop
     return UploadResponse(
         file_id=file_id, filename=filename, message="Video uploaded successfully", job_id=job_id
     )
 
 
 def _ingest(
-    runtime: Runtime, received: ReceivedUpload, language: str | None
+    runtime: Runtime, received: ReceivedUpload, language: str | None, affiliation: str | None
 ) -> tuple[str, str, str | None]:
     """Probe, store and record an upload; queue its encode when auto-encode is on."""
     settings = runtime.settings
@@ -131,7 +145,9 @@ def _ingest(
             language=language,
             move=True,
         )
-        job_id = submit_encode(session, settings, video).id if settings.auto_encode else None
+        job_id = None
+        if settings.auto_encode:
+            job_id = submit_encode(session, settings, video, affiliation=affiliation).id
         return video.id, stored_name(video.id, video.filename), job_id
 
 

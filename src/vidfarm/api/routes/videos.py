@@ -27,6 +27,9 @@ class EncodeRequest(BaseModel):
     start: float | None = Field(default=None, ge=0)
     end: float | None = Field(default=None, gt=0)
     priority: int = Field(default=0, ge=-100, le=100)
+    affiliation: str | None = Field(
+        default=None, max_length=32, description="Submitter class (staff, student...)."
+    )
 
 
 @router.get("")
@@ -78,8 +81,15 @@ def encode_video(
 ) -> dict[str, Any]:
     """Queue another encode of a stored video."""
     video = find_video(session, video_id)
-    params = body.model_dump(exclude={"priority"}, exclude_none=True)
-    job = submit_encode(session, runtime.settings, video, params=params, priority=body.priority)
+    params = body.model_dump(exclude={"priority", "affiliation"}, exclude_none=True)
+    job = submit_encode(
+        session,
+        runtime.settings,
+        video,
+        params=params,
+        priority=body.priority,
+        affiliation=body.affiliation,
+    )
     runtime.dispatch([job.id])
     return job_view(session, job)
 

@@ -1,0 +1,52 @@
+"""/api/v1/workers: who is working right now (the embedded pool, or Celery workers online)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
+from vidfarm.dispatch.local import LocalDispatcher
+from vidfarm.models import Job
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+
+
+@router.get("")
+def list_workers(runtime: RuntimeDep, session: SessionDep, _: AdminAuth) -> dict[str, Any]:
+    """Workers with their running jobs; Celery workers are asked by broadcast (1 s)."""
+    transport = runtime.settings.transport
+    workers: list[dict[str, Any]] = []
+    dispatcher = runtime.dispatcher
+    if isinstance(dispatcher, LocalDispatcher) and dispatcher.pool is not None:
+        workers.append(
+            {
+                "name": "embedded pool",
+                "queues": ["local"],
+                "online": True,
+                "active": [{"job_id": job_id} for job_id in dispatcher.pool.running_jobs],
+            }
+        )
+    elif transport == "celery" and dispatcher is not None:
+        from vidfarm.dispatch.celery import CeleryDispatcher
+
+        if isinstance(dispatcher, CeleryDispatcher):
+            workers = dispatcher.workers()
+    ids = [item["job_id"] for worker in workers for item in worker["active"] if item["job_id"]]
+    known = {
+        row.id: row
+        for row in session.execute(
+            select(Job.id, Job.type, Job.progress, Job.step).where(Job.id.in_(ids))
+        )
+    }
+    for worker in workers:
+        for item in worker["active"]:
+            row = known.get(item["job_id"])
+            item.update(
+                type=row.type if row else None,
+                progress=row.progress if row else None,
+                step=row.step if row else None,
+            )
+    return {"transport": transport, "workers": workers}

@@ -1,0 +1,204 @@
+"""The Celery transport, control-plane side: publish job ids, repair what the broker lost.
+
+The broker is not trusted to keep anything (Redis may be flushed or restarted without
+persistence): a job SQL says is queued, for longer than `republish_after_seconds`, while its
+queue holds fewer messages than SQL has queued jobs, is published again. A duplicate message
+costs one refused claim (409) and nothing else, so republishing errs on the safe side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidfarm import jobs
+from vidfarm.config import Settings
+from vidfarm.dispatch.celery_app import (
+    TASK_DELIVER_XAPI,
+    TASK_RUN_JOB,
+    broker_priority,
+    make_celery,
+)
+from vidfarm.models import Job, JobStatus, JobType, Video
+from vidfarm.xapi.outbox import outbox_status
+
+log = logging.getLogger(__name__)
+
+#: Seconds a soft time limit leaves for what follows the media work (hashing, publishing).
+_SLACK_SECONDS = 300.0
+#: After the soft limit, the hard limit (prefork pools kill the task there).
+_HARD_AFTER_SOFT_SECONDS = 120
+_PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+
+class CeleryDispatcher:
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, app: Celery | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self.app = app or make_celery(settings)
+        self._queue_of = {
+            JobType.ENCODE.value: settings.queue_encoding,
+            JobType.TRANSCRIPTION.value: settings.queue_transcription,
+        }
+        self._xapi_not_before = 0.0
+
+    # -- Dispatcher protocol ---------------------------------------------------------------------
+
+    def dispatch(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        with self._sessions() as session:
+            moved = jobs.mark_queued(session, job_ids)
+        self.publish(moved)
+
+    def reconcile(self, now: datetime) -> None:
+        self._republish_lost(now)
+        self._schedule_xapi(now)
+
+    def start(self) -> None:
+        """Nothing to start: publishing connects on demand (and survives broker restarts)."""
+
+    def stop(self, timeout: float) -> None:
+        self.app.close()
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def publish(self, job_ids: list[str]) -> int:
+        """Publish one message per queued job; returns how many the broker accepted."""
+        if not job_ids:
+            return 0
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Job.id, Job.type, Job.priority, Video.duration)
+                .outerjoin(Video, Video.id == Job.video_id)
+                .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)
+            ).all()
+        sent = 0
+        for job_id, job_type, priority, duration in rows:
+            queue = self._queue_of.get(job_type, self._settings.queue_encoding)
+            soft = self.soft_time_limit(duration)
+            try:
+                self.app.send_task(
+                    TASK_RUN_JOB,
+                    args=[job_id],
+                    queue=queue,
+                    priority=broker_priority(priority, self._settings.broker_url),
+                    soft_time_limit=soft,
+                    time_limit=soft + _HARD_AFTER_SOFT_SECONDS,
+                    retry=True,
+                    retry_policy=_PUBLISH_RETRY,
+                )
+            except Exception as error:
+                # The job stays queued in SQL: the reconciler publishes it once the broker is back.
+                log.error("job %s: cannot publish to %s: %s", job_id, queue, _one_line(error))
+                break
+            sent += 1
+        return sent
+
+    def soft_time_limit(self, duration: float | None) -> int:
+        """The encoder's own limit (max(min, factor * duration)) plus time to publish."""
+        media = self._settings.time_limit_factor * (duration or 0.0)
+        return int(max(self._settings.time_limit_min_seconds, media) + _SLACK_SECONDS)
+
+    # -- repairing -------------------------------------------------------------------------------
+
+    def _republish_lost(self, now: datetime) -> None:
+        cutoff = now - timedelta(seconds=self._settings.republish_after_seconds)
+        with self._sessions() as session:
+            per_type = jobs.queued_counts(session, cutoff)
+        for job_type, (total, stale) in per_type.items():
+            if not stale:
+                continue
+            queue = self._queue_of.get(job_type, self._settings.queue_encoding)
+            waiting = self.message_count(queue)
+            if waiting is None or waiting >= total:
+                continue  # broker down, or every queued job may still have its message
+            log.warning(
+                "queue %s holds %d messages for %d queued jobs: publishing %d again",
+                queue,
+                waiting,
+                total,
+                len(stale),
+            )
+            if self.publish(stale):
+                with self._sessions() as session:
+                    jobs.mark_republished(session, stale)
+
+    def message_count(self, queue: str) -> int | None:
+        """Messages waiting in `queue`; None when the broker cannot be asked."""
+        try:
+            with self.app.connection_for_read() as connection:
+                connection.ensure_connection(max_retries=1)
+                channel: Any = connection.default_channel
+                declared = channel.queue_declare(queue=queue, passive=True)
+                return int(declared.message_count)
+        except Exception as error:
+            if "NOT_FOUND" in str(error) or "404" in str(error):
+                return 0  # never declared: nothing was ever published there
+            log.warning("cannot count messages in %s: %s", queue, _one_line(error))
+            return None
+
+    def _schedule_xapi(self, now: datetime) -> None:
+        """Keep one delivery task waiting on the xapi queue while statements are due."""
+        if not self._settings.xapi_enabled or time.monotonic() < self._xapi_not_before:
+            return
+        with self._sessions() as session:
+            status = outbox_status(session)
+        self._xapi_not_before = time.monotonic() + self._settings.poll_seconds
+        if status.pending == 0 or (
+            status.next_attempt_at is not None and jobs.as_utc(status.next_attempt_at) > now
+        ):
+            return
+        if status.paused:
+            self._xapi_not_before = time.monotonic() + self._settings.xapi_pause_seconds
+        if self.message_count(self._settings.queue_xapi) != 0:
+            return
+        try:
+            self.app.send_task(
+                TASK_DELIVER_XAPI,
+                queue=self._settings.queue_xapi,
+                retry=True,
+                retry_policy=_PUBLISH_RETRY,
+            )
+        except Exception as error:
+            log.error("cannot publish xAPI delivery: %s", _one_line(error))
+
+    # -- observing -------------------------------------------------------------------------------
+
+    def workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Workers answering a broadcast, with the job ids they are running."""
+        inspect = self.app.control.inspect(timeout=timeout)
+        try:
+            active = inspect.active() or {}
+            queues = inspect.active_queues() or {}
+        except Exception as error:
+            log.warning("cannot inspect Celery workers: %s", _one_line(error))
+            return []
+        found = []
+        for name in sorted(set(active) | set(queues)):
+            running = [
+                {"job_id": (task.get("args") or [None])[0], "task": task.get("name")}
+                for task in active.get(name, [])
+            ]
+            found.append(
+                {
+                    "name": name,
+                    "queues": sorted(q["name"] for q in queues.get(name, [])),
+                    "online": True,
+                    "active": running,
+                }
+            )
+        return found
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,82 @@
+"""Rules of the Celery transport that need no broker: priorities, limits, errors, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vidfarm.config import Settings
+from vidfarm.dispatch.celery import CeleryDispatcher
+from vidfarm.dispatch.celery_app import broker_priority, make_celery
+from vidfarm.errors import (
+    InvalidParameters,
+    JobCancelled,
+    JobTimedOut,
+    ReportedError,
+    error_from_report,
+)
+from vidfarm.models import Video
+from vidfarm.videos import job_priority
+
+
+def test_broker_priorities_follow_each_brokers_direction() -> None:
+    # Jobs: higher first. AMQP: higher first. kombu's Redis: lower first.
+    assert broker_priority(7, "amqp://guest@localhost//") == 7
+    assert broker_priority(7, "redis://localhost/0") == 2
+    assert broker_priority(50, "redis://localhost/0") == 0  # clamped to the broker's range
+    assert broker_priority(-3, "amqp://x") == 0
+    high, low = broker_priority(8, "redis://x"), broker_priority(1, "redis://x")
+    assert high < low
+
+
+def test_celery_is_configured_for_long_video_tasks(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    conf = make_celery(settings).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+    assert conf.broker_transport_options["visibility_timeout"] == 43200
+    assert {q.name for q in conf.task_queues} == {"encoding", "transcription", "xapi"}
+
+
+def test_soft_time_limit_follows_the_media_duration(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        broker_url="redis://127.0.0.1:6379/0",
+        time_limit_factor=20,
+        time_limit_min_seconds=300,
+    )
+    dispatcher = CeleryDispatcher(None, settings)  # type: ignore[arg-type]
+    assert dispatcher.soft_time_limit(None) == 600  # the minimum + publishing slack
+    assert dispatcher.soft_time_limit(3600) == 20 * 3600 + 300
+    assert settings.broker_visibility_timeout > dispatcher.soft_time_limit(600)
+
+
+def test_priority_classes_and_the_short_job_lane(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    short, long = Video(duration=60.0), Video(duration=7200.0)
+    student = job_priority(settings, long, affiliation="student")
+    staff = job_priority(settings, long, affiliation="staff")
+    assert staff > student
+    assert job_priority(settings, short, affiliation="student") > student
+    assert job_priority(settings, long, priority=5) == 5
+    with pytest.raises(InvalidParameters, match="unknown affiliation 'alien'"):
+        job_priority(settings, long, affiliation="alien")
+
+
+def test_reported_errors_keep_class_and_permanence() -> None:
+    transient = error_from_report("StorageUnavailable", "S3 down", permanent=False)
+    assert isinstance(transient, ReportedError)
+    assert transient.error_class == "StorageUnavailable" and not transient.permanent
+    assert str(transient) == "S3 down"
+    assert isinstance(error_from_report("JobTimedOut", "slow", permanent=True), JobTimedOut)
+    assert isinstance(error_from_report("JobCancelled", "stop", permanent=True), JobCancelled)
+
+
+def test_transport_choice(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).transport == "local"
+    assert Settings(data_dir=tmp_path, broker_url="redis://x").transport == "celery"
+    assert Settings(data_dir=tmp_path, dispatcher="runners").transport == "runners"
+    with pytest.raises(ValueError, match="needs VIDFARM_BROKER_URL"):
+        Settings(data_dir=tmp_path, dispatcher="celery")
