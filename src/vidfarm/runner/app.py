@@ -13,43 +13,17 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vidfarm import __version__
-from vidfarm.errors import (
-    InvalidMedia,
-    InvalidParameters,
-    InvalidTransition,
-    NotFound,
-    TooLarge,
-    VidfarmError,
-)
+from vidfarm.api.errors import install_error_handlers
 from vidfarm.runner import results, tasks, tokens
 from vidfarm.runner.service import RunnerService
 from vidfarm.storage import content_type_for
 
 log = logging.getLogger(__name__)
-
-STATUS: dict[type[VidfarmError], int] = {
-    tasks.NoCapacity: 503,
-    tasks.NotFinished: 425,
-    TooLarge: 413,
-    InvalidMedia: 415,
-    NotFound: 404,
-    InvalidTransition: 409,
-    InvalidParameters: 422,
-}
-
-
-def status_for(error: VidfarmError) -> int:
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 422 if error.permanent else 503
 
 
 def get_service(request: Request) -> RunnerService:
@@ -195,27 +169,6 @@ def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastA
     def api_version() -> dict[str, str]:
         return {"name": "vidfarm runner", "version": __version__, "protocol": "esup-runner"}
 
-    @app.exception_handler(VidfarmError)
-    async def vidfarm_error(_: Request, error: VidfarmError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=status_for(error))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return JSONResponse({"detail": f"{where}: {first.get('msg', 'invalid')}"}, status_code=422)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(error.detail)},
-            status_code=error.status_code,
-            headers=getattr(error, "headers", None),
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
+    install_error_handlers(app, {tasks.NoCapacity: 503, tasks.NotFinished: 425})
 
     return app
