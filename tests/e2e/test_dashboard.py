@@ -20,7 +20,7 @@ import httpx
 import pytest
 from farm_browser import REFUSAL, Server, free_port, login, screenshot, wait_until
 
-from fixtures_media import run_ffmpeg_cli
+from fixtures_media import run_ffmpeg_cli, video_args
 from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
 
 SUBTITLE_TEXT = "Hello from the subtitle track"
@@ -334,3 +334,61 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
 
     page.click(f"{row} button.toggle-active")
     page.wait_for_selector(f"{row} .badge:has-text('disabled')")
+
+
+def test_workers_page_shows_celery_workers_and_their_running_job(
+    page: Any, tmp_path: Path, make_media: Any
+) -> None:
+    """With a broker, the page lists the Celery workers that answer, with the job each runs."""
+    from services import require_service
+
+    require_service("Redis", "127.0.0.1", 6379)
+    data_dir = tmp_path / "celery-farm"
+    (data_dir / "profiles").mkdir(parents=True)
+    (data_dir / "profiles" / "default.toml").write_text(
+        'preset = "slower"\n[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\n'
+        'video_bitrate = "750k"\nmax_video_bitrate = "1000k"\naudio_bitrate = "96k"\n'
+    )
+    prefix = f"e2e{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
+    env |= {
+        "VIDFARM_DATA_DIR": str(data_dir),
+        "VIDFARM_BROKER_URL": "redis://127.0.0.1:6379/13",
+        "VIDFARM_QUEUE_ENCODING": f"{prefix}-encoding",
+        "VIDFARM_QUEUE_TRANSCRIPTION": f"{prefix}-transcription",
+        "VIDFARM_QUEUE_XAPI": f"{prefix}-xapi",
+        "VIDFARM_POLL_SECONDS": "0.3",
+    }
+    server = Server(data_dir=data_dir, env=env)
+    server.start()
+    log = (data_dir / "worker.log").open("ab")
+    worker = subprocess.Popen(
+        [*Server.cli_command(), "worker", "--name", "e2e-encode"],
+        env=env
+        | {
+            "VIDFARM_API_URL": server.base,
+            "VIDFARM_WORKER_TOKEN": server.cli("token", "create", "--role", "worker"),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        clip = make_media("e2e-celery.mp4", *video_args("640x360", 25, 6.0))
+        with clip.open("rb") as handle:
+            job_id = server.api("POST", "/videos/upload", files={"file": (clip.name, handle)})[
+                "job_id"
+            ]
+        server.wait_job(job_id, {"running"})
+        login(page, server, server.admin, hash="#/workers")
+        page.wait_for_selector("#transport")
+        assert page.locator("#transport strong").text_content() == "celery"
+        row = page.locator('#worker-list tr[data-worker^="e2e-encode@"]')
+        row.wait_for()
+        assert f"{prefix}-encoding" in row.text_content()
+        assert row.locator(f'a[href="#/jobs?job={job_id}"]').count() == 1  # its running job
+        screenshot(page, "09-workers-celery")
+        assert server.wait_job(job_id, {"completed"})["attempts"] == 1
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        server.stop()
