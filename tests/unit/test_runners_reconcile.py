@@ -11,7 +11,8 @@ from sqlalchemy import select, update
 
 from vidfarm import jobs
 from vidfarm.config import Settings
-from vidfarm.dispatch.runners import RunnersDispatcher, hash_secret, secret_matches
+from vidfarm.dispatch.runner_assignments import hash_secret, secret_matches
+from vidfarm.dispatch.runners import RunnersDispatcher
 from vidfarm.models import Job, RunnerAssignment, RunnerManager, Video
 from vidfarm.runtime import Runtime, open_runtime
 

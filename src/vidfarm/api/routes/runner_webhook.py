@@ -23,16 +23,16 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 
 from vidfarm.api.deps import RuntimeDep
 from vidfarm.dispatch import runner_registry
-from vidfarm.dispatch.runners import (
+from vidfarm.dispatch.runner_assignments import (
     RUNNING,
     SUBMITTING,
     Notification,
     NotYetRegistered,
-    RunnersDispatcher,
     find_assignments,
     secret_matches,
     submitting_managers,
 )
+from vidfarm.dispatch.runners import RunnersDispatcher
 from vidfarm.models import Job, RunnerAssignment, Video
 from vidfarm.runtime import Runtime
 from vidfarm.storage import content_type_for
