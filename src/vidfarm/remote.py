@@ -97,7 +97,7 @@ class ControlPlane:
     def progress(self, claim: Claim, percent: float, step: str) -> bool:
         body = {"fencing_token": claim.fencing_token, "percent": percent, "step": step[:64]}
         response = self._post(f"/jobs/{claim.job_id}/progress", body, patient=False)
-        if response.status_code == 409:
+        if response.status_code in (404, 409):  # superseded, or the job was deleted
             raise StaleAttempt(_detail(response))
         return bool(response.json()["continue"])
 
@@ -108,7 +108,7 @@ class ControlPlane:
             "outputs": [output.__dict__ for output in outputs],
         }
         response = self._post(f"/jobs/{claim.job_id}/complete", body, patient=True)
-        if response.status_code == 409:
+        if response.status_code in (404, 409):  # superseded, or the job was deleted
             raise StaleAttempt(_detail(response))
 
     def fail(self, claim: Claim, error: VidfarmError, log_tail: list[str]) -> None:
@@ -120,13 +120,13 @@ class ControlPlane:
             "log_tail": [line[:2000] for line in log_tail[-200:]],
         }
         response = self._post(f"/jobs/{claim.job_id}/fail", body, patient=True)
-        if response.status_code == 409:
+        if response.status_code in (404, 409):  # superseded, or the job was deleted
             raise StaleAttempt(_detail(response))
 
     def release(self, claim: Claim) -> None:
         body = {"fencing_token": claim.fencing_token}
         response = self._post(f"/jobs/{claim.job_id}/release", body, patient=True)
-        if response.status_code == 409:
+        if response.status_code in (404, 409):  # superseded, or the job was deleted
             raise StaleAttempt(_detail(response))
 
     def xapi_claim(self, limit: int) -> list[Leased]:
@@ -202,6 +202,7 @@ class HttpReporter:
         self._lock = threading.Lock()
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidfarm-progress")
         self._in_flight: Future[None] | None = None
+        self._closing = False
         self._min_interval = min(1.0, lease_seconds / 4)
         self._last_write = float("-inf")
         self._last_ok = time.monotonic()  # the lease was granted by the claim just now
@@ -225,6 +226,8 @@ class HttpReporter:
             self._timed_out = True
             return False
         with self._lock:
+            if self._closing:
+                return not self.interrupted
             now = time.monotonic()
             # At most one report per interval, whatever the step: the next call (or the
             # keep-alive) carries the latest state; a short job costs few requests.
@@ -240,7 +243,7 @@ class HttpReporter:
         except StaleAttempt as error:
             log.info("job %s: %s; stopping this attempt", self.claim.job_id, error)
             alive = False
-        except WorkerUnreachable as error:
+        except Exception as error:  # unreachable, or an answer we cannot read
             # Keep working while our lease may still hold; past it, the job is someone else's.
             log.warning("job %s: progress not recorded: %s", self.claim.job_id, error)
             alive = time.monotonic() - self._last_ok < self._lease
@@ -252,9 +255,10 @@ class HttpReporter:
     def _end_progress(self) -> None:
         """No progress report may arrive after the final one."""
         with self._lock:
+            self._closing = True
             in_flight = self._in_flight
         if in_flight is not None:
-            in_flight.result()
+            in_flight.result()  # _send never raises
         self._sender.shutdown(wait=True)
 
     def complete(self, result: dict[str, Any], outputs: list[OutputRecord]) -> None:

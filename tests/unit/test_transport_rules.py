@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from vidfarm.claims import Claim
 from vidfarm.config import Settings
 from vidfarm.dispatch.celery import CeleryDispatcher
 from vidfarm.dispatch.celery_app import broker_priority, make_celery
 from vidfarm.errors import (
+    ConfigError,
     InvalidParameters,
     JobCancelled,
     JobTimedOut,
     ReportedError,
+    WorkerUnreachable,
     error_from_report,
 )
 from vidfarm.models import Video
+from vidfarm.remote import ControlPlane, HttpReporter
 from vidfarm.videos import job_priority
 
 
@@ -80,3 +85,52 @@ def test_transport_choice(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, dispatcher="runners").transport == "runners"
     with pytest.raises(ValueError, match="needs VIDFARM_BROKER_URL"):
         Settings(data_dir=tmp_path, dispatcher="celery")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nobody listens once the socket is closed
+
+
+def _claim() -> Claim:
+    return Claim(
+        job_id="j1",
+        job_type="encode",
+        video_id="v1",
+        source_key="sources/v1/x.mp4",
+        attempt=1,
+        fencing_token=1,
+    )
+
+
+def test_a_worker_keeps_going_while_its_lease_may_hold_and_stops_after() -> None:
+    plane = ControlPlane(f"http://127.0.0.1:{_closed_port()}", "vf_token", timeout=1)
+    reporter = HttpReporter(plane, _claim(), lease_seconds=0.6)
+    assert reporter.progress(10, "encoding")  # sent from a background thread
+    time.sleep(0.2)
+    assert reporter.progress(20, "encoding")  # the API is down, but the lease may still hold
+    deadline = time.monotonic() + 5
+    while reporter.progress(30, "encoding"):
+        assert time.monotonic() < deadline, "never stopped after the lease ran out"
+        time.sleep(0.05)
+    assert reporter.interrupted and not reporter.timed_out
+    with pytest.raises(WorkerUnreachable, match="cannot reach the API"):
+        plane.ping()
+
+
+def test_a_worker_stops_at_its_time_limit() -> None:
+    plane = ControlPlane(f"http://127.0.0.1:{_closed_port()}", "vf_token", timeout=1)
+    reporter = HttpReporter(plane, _claim(), lease_seconds=60, time_limit=0.05)
+    time.sleep(0.1)
+    assert reporter.progress(50, "encoding") is False
+    assert reporter.timed_out
+
+
+def test_a_worker_without_url_or_token_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match="VIDFARM_API_URL"):
+        ControlPlane("", "vf_token")
+    with pytest.raises(ConfigError, match="VIDFARM_WORKER_TOKEN"):
+        ControlPlane("http://127.0.0.1:1", "")
