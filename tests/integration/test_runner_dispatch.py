@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import select
 
+from fixtures_db import PG_HOST, PG_PORT, fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
+from services import require_service
 from vidfarm.api.app import create_app
 from vidfarm.auth import Role, create_token
 from vidfarm.config import Settings
@@ -346,17 +349,21 @@ def clip(make_media: MakeMedia) -> Path:
 
 @pytest.fixture
 def plane_factory(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+    """Control planes on PostgreSQL (like the whole integration suite), a database each."""
+    require_service("PostgreSQL", PG_HOST, PG_PORT)
     made: list[ControlPlane] = []
+    with ExitStack() as databases:
 
-    def make(**overrides: Any) -> ControlPlane:
-        plane = ControlPlane(tmp_path / f"plane{len(made)}", **overrides)
-        plane.server.start()
-        made.append(plane)
-        return plane
+        def make(**overrides: Any) -> ControlPlane:
+            url = databases.enter_context(fresh_postgres_database("vidfarm_plane"))
+            plane = ControlPlane(tmp_path / f"plane{len(made)}", database_url=url, **overrides)
+            plane.server.start()
+            made.append(plane)
+            return plane
 
-    yield make
-    for plane in made:
-        plane.close()
+        yield make
+        for plane in made:
+            plane.close()
 
 
 @pytest.fixture
@@ -648,7 +655,7 @@ def test_webhook_and_reconciler_racing_import_once(
 class RunnerProcess:
     """`vidfarm runner` on a free port with its own data folder and the fast profile."""
 
-    def __init__(self, data_dir: Path, token: str = GOOD_TOKEN) -> None:
+    def __init__(self, data_dir: Path, database_url: str, token: str = GOOD_TOKEN) -> None:
         (data_dir / "profiles").mkdir(parents=True, exist_ok=True)
         (data_dir / "profiles" / "default.toml").write_text(PROFILE)
         self.data_dir = data_dir
@@ -656,6 +663,7 @@ class RunnerProcess:
         self.env = {
             **os.environ,
             "VIDFARM_DATA_DIR": str(data_dir),
+            "VIDFARM_DATABASE_URL": database_url,
             "VIDFARM_PORT": str(self.port),
             "VIDFARM_RUNNER_TOKENS": token,
             "VIDFARM_RUNNER_CAPACITY": "1",
@@ -702,17 +710,24 @@ def runner_processes(tmp_path: Path) -> Iterator[Callable[[int], list[RunnerProc
     if not (Path(__file__).parents[2] / "src" / "vidfarm" / "runner" / "app.py").exists():
         pytest.skip("`vidfarm runner` (Role 1) is not there yet")
     made: list[RunnerProcess] = []
+    with ExitStack() as databases:  # each runner is its own instance, with its own database
 
-    def make(count: int) -> list[RunnerProcess]:
-        batch = [RunnerProcess(tmp_path / f"runner{len(made) + i}").start() for i in range(count)]
-        for runner in batch:
-            runner.wait_ready()
-        made.extend(batch)
-        return batch
+        def make(count: int) -> list[RunnerProcess]:
+            batch = [
+                RunnerProcess(
+                    tmp_path / f"runner{len(made) + i}",
+                    databases.enter_context(fresh_postgres_database("vidfarm_runner")),
+                ).start()
+                for i in range(count)
+            ]
+            for runner in batch:
+                runner.wait_ready()
+            made.extend(batch)
+            return batch
 
-    yield make
-    for runner in made:
-        runner.kill()
+        yield make
+        for runner in made:
+            runner.kill()
 
 
 def test_real_runners_priority_round_robin_and_failover(

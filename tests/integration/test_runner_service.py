@@ -123,13 +123,14 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Runner:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
             "VIDFARM_DATA_DIR": str(data_dir),
+            "VIDFARM_DATABASE_URL": database_url,  # the integration suite runs on PostgreSQL
             "VIDFARM_RUNNER_TOKENS": f"{TOKEN_A},{TOKEN_B}",
             "VIDFARM_RUNNER_CAPACITY": "1",
             "VIDFARM_RUNNER_ALLOW_PRIVATE_URLS": "true",
@@ -200,14 +201,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 @pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+def runner(tmp_path_factory: pytest.TempPathFactory, pg_module_database: str) -> Iterator[Runner]:
     data_dir = tmp_path_factory.mktemp("runner")
     (data_dir / "profiles").mkdir()
     (data_dir / "profiles" / "default.toml").write_text(
         'preset = "ultrafast"\n[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\n'
         'video_bitrate = "750k"\nmax_video_bitrate = "1000k"\naudio_bitrate = "96k"\nmp4 = true\n'
     )
-    runner = Runner(data_dir)
+    runner = Runner(data_dir, pg_module_database)
     runner.start()
     yield runner
     runner.stop(signal.SIGKILL)
