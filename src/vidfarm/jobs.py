@@ -191,18 +191,29 @@ def mark_republished(session: Session, job_ids: Sequence[str]) -> None:
             )
 
 
-def queued_counts(session: Session, cutoff: datetime) -> dict[str, tuple[int, list[str]]]:
-    """Per job type: how many jobs are queued, and the ids of those queued before `cutoff`."""
+def queued_counts(
+    session: Session, cutoff: datetime, *, limit: int = 500
+) -> dict[str, tuple[int, list[str]]]:
+    """Per job type: how many jobs are queued, and (up to `limit`) those queued before `cutoff`."""
+    totals = dict(
+        session.execute(
+            select(Job.type, func.count()).where(Job.status == _QUEUED).group_by(Job.type)
+        ).all()
+    )
     found: dict[str, tuple[int, list[str]]] = {}
-    rows = session.execute(
-        select(Job.id, Job.type, Job.queued_at).where(Job.status == _QUEUED).order_by(*_ORDER)
-    ).all()
-    for job_id, job_type, queued_at in rows:
-        total, stale = found.get(job_type, (0, []))
-        if queued_at is None or as_utc(queued_at) <= cutoff:
-            stale.append(job_id)
-        found[job_type] = (total + 1, stale)
-    session.rollback()
+    for job_type, total in totals.items():
+        stale = session.scalars(
+            select(Job.id)
+            .where(
+                Job.status == _QUEUED,
+                Job.type == job_type,
+                or_(Job.queued_at.is_(None), Job.queued_at <= cutoff),
+            )
+            .order_by(*_ORDER)
+            .limit(limit)
+        )
+        found[job_type] = (int(total), list(stale))
+    session.rollback()  # end the read snapshot
     return found
 
 

@@ -46,13 +46,8 @@ class Runtime:
 
     def requeued(self, job_ids: list[str]) -> None:
         """Jobs handed back by a stopping worker are queued again: make them reachable now."""
-        if isinstance(self.dispatcher, LocalDispatcher) and self.dispatcher.pool is not None:
-            self.dispatcher.pool.wake()
-        elif self.settings.transport == "celery" and self.dispatcher is not None:
-            from vidfarm.dispatch.celery import CeleryDispatcher
-
-            if isinstance(self.dispatcher, CeleryDispatcher):
-                self.dispatcher.publish(job_ids)
+        if self.dispatcher is not None:
+            self.dispatcher.requeued(job_ids)
 
     def make_dispatcher(self, pool: WorkerPool | None = None) -> Dispatcher:
         """The transport chosen by settings: embedded pool, Celery queues or runner managers."""

@@ -7,7 +7,7 @@ lost message is repaired by the scheduler (`reconcile`), never by the transport 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Dispatcher(Protocol):
@@ -25,4 +25,12 @@ class Dispatcher(Protocol):
 
     def stop(self, timeout: float) -> None:
         """Stop that background work; jobs in flight stay owned by SQL."""
+        ...
+
+    def requeued(self, job_ids: list[str]) -> None:
+        """A stopping worker handed these jobs back (queued again): make them reachable now."""
+        ...
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers this transport knows of: name, queues, online, active [{job_id}]."""
         ...

@@ -49,6 +49,7 @@ class CeleryDispatcher:
             JobType.TRANSCRIPTION.value: settings.queue_transcription,
         }
         self._xapi_not_before = 0.0
+        self._republish_not_before = 0.0
 
     # -- Dispatcher protocol ---------------------------------------------------------------------
 
@@ -68,6 +69,9 @@ class CeleryDispatcher:
 
     def stop(self, timeout: float) -> None:
         self.app.close()
+
+    def requeued(self, job_ids: list[str]) -> None:
+        self.publish(job_ids)
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -111,7 +115,12 @@ class CeleryDispatcher:
     # -- repairing -------------------------------------------------------------------------------
 
     def _republish_lost(self, now: datetime) -> None:
-        cutoff = now - timedelta(seconds=self._settings.republish_after_seconds)
+        # Asking the broker costs a connection per queue: a few times per republish period.
+        period = self._settings.republish_after_seconds
+        if time.monotonic() < self._republish_not_before:
+            return
+        self._republish_not_before = time.monotonic() + min(period / 2, 10.0)
+        cutoff = now - timedelta(seconds=period)
         with self._sessions() as session:
             per_type = jobs.queued_counts(session, cutoff)
         for job_type, (total, stale) in per_type.items():

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +54,16 @@ class LocalDispatcher:
     def stop(self, timeout: float) -> None:
         if self.pool is not None:
             self.pool.stop(graceful=True, timeout=timeout)
+
+    def requeued(self, job_ids: list[str]) -> None:
+        if self.pool is not None:
+            self.pool.wake()
+
+    def workers(self) -> list[dict[str, Any]]:
+        if self.pool is None:
+            return []
+        active = [{"job_id": job_id} for job_id in self.pool.running_jobs]
+        return [{"name": "embedded pool", "queues": ["local"], "online": True, "active": active}]
 
 
 class WorkerPool:

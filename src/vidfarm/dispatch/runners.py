@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -115,6 +116,13 @@ class RunnersDispatcher:
         self._threads = []
 
     # -- the parts, serialised where they must be ------------------------------------------------
+
+    def requeued(self, job_ids: list[str]) -> None:
+        """Runner managers never hand jobs back; a queued job is offered at the next pass."""
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Runner managers are listed by /api/v1/runners, not as workers."""
+        return []
 
     def submit(self, job_ids: list[str]) -> list[str]:
         """Offer due jobs, in the order given, to the managers; returns the jobs placed."""

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 from sqlalchemy import select
 
 from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
-from vidfarm.dispatch.local import LocalDispatcher
 from vidfarm.models import Job
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
@@ -18,22 +17,7 @@ router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 def list_workers(runtime: RuntimeDep, session: SessionDep, _: AdminAuth) -> dict[str, Any]:
     """Workers with their running jobs; Celery workers are asked by broadcast (1 s)."""
     transport = runtime.settings.transport
-    workers: list[dict[str, Any]] = []
-    dispatcher = runtime.dispatcher
-    if isinstance(dispatcher, LocalDispatcher) and dispatcher.pool is not None:
-        workers.append(
-            {
-                "name": "embedded pool",
-                "queues": ["local"],
-                "online": True,
-                "active": [{"job_id": job_id} for job_id in dispatcher.pool.running_jobs],
-            }
-        )
-    elif transport == "celery" and dispatcher is not None:
-        from vidfarm.dispatch.celery import CeleryDispatcher
-
-        if isinstance(dispatcher, CeleryDispatcher):
-            workers = dispatcher.workers()
+    workers = runtime.dispatcher.workers() if runtime.dispatcher is not None else []
     ids = [item["job_id"] for worker in workers for item in worker["active"] if item["job_id"]]
     known = {
         row.id: row
