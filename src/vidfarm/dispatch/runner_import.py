@@ -1,7 +1,7 @@
 """Bring a runner manager's finished result home: fetch, verify, publish, describe.
 
 `GET /task/result/{id}` lists the files (`"path"` or `{"file_path"|"path", "sha256"}`). Each
-one is streamed to a local folder with up to 5 tries (exponential backoff with jitter, as
+one is streamed to a local folder with up to 5 tries (jobs.backoff_delay: exponential, jitter, as
 Pod does), its SHA-256 computed on the way and compared with the manifest's; a path that is
 absolute, climbs with `..`, or is otherwise not a plain relative name is refused before any
 byte is written. Only when every file is there and verified is the folder published, at once,
@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import posixpath
-import random
 import re
 import shutil
 import time
@@ -33,6 +32,7 @@ from typing import Any
 from vidfarm.claims import OutputRecord
 from vidfarm.dispatch.runner_client import ManagerClient, ManagerUnavailable, TaskUnknown
 from vidfarm.errors import InvalidParameters, StorageUnavailable, TransientError
+from vidfarm.jobs import backoff_delay
 from vidfarm.storage import Storage, check_key
 
 log = logging.getLogger(__name__)
@@ -104,11 +104,6 @@ def manifest_entries(manifest: dict[str, Any]) -> list[tuple[str, str | None]]:
     return sorted(entries.items())
 
 
-def backoff_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
-    """Full jitter: a random delay up to min(8 s, base * 2**(attempt-1))."""
-    return (rng or random).uniform(0.0, min(BACKOFF_MAX_SECONDS, base * 2.0 ** (attempt - 1)))
-
-
 def fetch_file(
     client: ManagerClient,
     task_id: str,
@@ -123,7 +118,7 @@ def fetch_file(
     problem = ""
     for attempt in range(1, DOWNLOAD_TRIES + 1):
         if attempt > 1:
-            time.sleep(backoff_delay(attempt - 1, backoff))
+            time.sleep(backoff_delay(attempt - 1, backoff, BACKOFF_MAX_SECONDS))
         try:
             size, digest = _stream(client, task_id, path, target, renew)
         except ManagerUnavailable as error:
@@ -197,7 +192,7 @@ def _manifest_with_retries(client: ManagerClient, task_id: str, backoff: float) 
             if attempt == DOWNLOAD_TRIES or error.status_code == 425:
                 raise
             log.warning("task %s: %s (try %d/%d)", task_id, error, attempt, DOWNLOAD_TRIES)
-            time.sleep(backoff_delay(attempt, backoff))
+            time.sleep(backoff_delay(attempt, backoff, BACKOFF_MAX_SECONDS))
     raise AssertionError("unreachable")
 
 
