@@ -774,3 +774,33 @@ def test_real_runners_priority_round_robin_and_failover(
     check_imported(plane, job)
     base = plane.settings.media_dir / "videos" / job["video_id"] / job_id
     assert sorted(p.name for p in base.iterdir()) == [f"a{assignments[1].fencing_token}"]
+
+
+def test_an_encode_and_its_transcription_both_run_on_a_runner_and_are_served(
+    plane_factory: Callable[..., ControlPlane],
+    runner_processes: Callable[[int], list[RunnerProcess]],
+    speech_clip: Path,
+) -> None:
+    plane = plane_factory()
+    (runner,) = runner_processes(1)
+    plane.add_runner("only", runner.url)
+    with speech_clip.open("rb") as handle:
+        response = plane.client.post(
+            "/videos/upload", params={"language": "en"}, files={"file": ("talk.mkv", handle)}
+        )
+    assert response.status_code == 200, response.text
+    video_id, encode_id = response.json()["file_id"], response.json()["job_id"]
+    assert plane.wait_job(encode_id, ("completed", "failed"), 90)["status"] == "completed"
+    listed = plane.client.get(
+        "/api/v1/jobs", params={"video_id": video_id, "type": "transcription"}
+    ).json()["items"]
+    (transcription,) = listed
+    done = plane.wait_job(transcription["id"], ("completed", "failed"), 120)
+    assert done["status"] == "completed", done
+    assert [a.state for a in plane.assignments(transcription["id"])] == ["completed"]
+    (subtitle,) = [o for o in plane.outputs(transcription["id"]) if o.kind == "subtitle"]
+    vtt = plane.media(subtitle.key).read_text()
+    assert vtt.startswith("WEBVTT") and " --> " in vtt
+    assert hashlib.sha256(vtt.encode()).hexdigest() == subtitle.sha256
+    master = plane.client.get(f"/videos/stream/{video_id}/{encode_id}/master.m3u8").text
+    assert "TYPE=SUBTITLES" in master and 'LANGUAGE="en"' in master
