@@ -102,3 +102,35 @@ def test_source_secret_compare() -> None:
     assert secret_matches("right", stored)
     assert not secret_matches("wrong", stored)
     assert not secret_matches("right", None)
+
+
+def test_a_task_that_failed_while_the_reconciler_looked_keeps_its_failure(
+    runtime: Runtime,
+) -> None:
+    """The reconciler lists a running task; its failure arrives; the reconciler then sees the
+    job failed. The task must stay `failed` (with its reason), not become `abandoned`."""
+    from vidfarm.dispatch.runner_assignments import Notification, in_state
+
+    job_id = make_job(runtime)
+    with runtime.sessions() as session:
+        jobs.mark_queued(session, [job_id])
+        claim = jobs.claim_job(session, job_id, worker_id="runner:rm", lease_seconds=600)
+        assert claim is not None
+        session.add(
+            RunnerAssignment(
+                id="a" * 32, job_id=job_id, manager_id="m" * 32, task_type="encoding",
+                task_id="t1", source_secret_sha256=hash_secret("s"), state="running",
+                fencing_token=claim.fencing_token, submitted_at=jobs.utcnow(),
+            )
+        )  # fmt: skip
+        session.commit()
+    dispatcher = RunnersDispatcher(runtime.sessions, runtime.settings, runtime.storage)
+    with runtime.sessions() as session:
+        (seen,) = in_state(session, "running")  # the reconciler's list...
+        dispatcher.record_news(seen.id, Notification(status="failed", error_message="bad media"))
+        dispatcher._news.follow(session, seen, jobs.utcnow())  # ...then its look at the task
+    with runtime.sessions() as session:
+        assignment = session.get(RunnerAssignment, "a" * 32)
+        assert assignment is not None and assignment.state == "failed"
+        assert "bad media" in (assignment.error or "")
+        assert jobs.get_job(session, job_id).status == "failed"

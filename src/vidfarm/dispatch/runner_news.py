@@ -140,13 +140,18 @@ class TaskNews:
             self.abandon(session, assignment, "the job moved on (cancelled or retried)")
 
     def abandon(self, session: Session, assignment: RunnerAssignment, reason: str) -> None:
-        """The job no longer waits for this task: stop it (best effort) and forget it."""
+        """The job no longer waits for this task: stop it (best effort) and forget it.
+
+        Only a running task is abandoned: one whose news (completed, failed) arrived
+        meanwhile keeps its own final state. (The state is not read from `assignment`: after
+        a rollback the ORM reloads it, and a final state read back would be overwritten.)
+        """
         if not advance(
             session,
             assignment.id,
             ABANDONED,
             {"finished_at": jobs.utcnow(), "error": reason, "import_state": IMPORT_SKIPPED},
-            from_state=assignment.state,
+            from_state=RUNNING,
         ):
             return
         manager = session.get(RunnerManager, assignment.manager_id)
