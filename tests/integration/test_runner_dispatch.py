@@ -499,6 +499,17 @@ def test_webhook_semantics(
     )
     assert bad.status_code == 400
     assert httpx.post(hook, json={"status": "completed"}, headers=bearer).status_code == 400
+    json_headers = {**bearer, "Content-Type": "application/json"}
+    huge = b'{"task_id": "' + b"x" * (2 << 20) + b'"}'
+    assert httpx.post(hook, content=huge, headers=json_headers).status_code == 413
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield b'{"task_id": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    assert httpx.post(hook, content=chunked(), headers=json_headers).status_code == 413
     assert plane.job(job_id)["status"] == "running"  # nothing of the above changed it
     wait_until(lambda: manager.tasks[task_id]["status"] == "completed", 30, "the encode")
     ok = httpx.post(hook, json={**body, "status": "completed"}, headers=bearer)

@@ -44,6 +44,19 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 _DUMMY_TOKEN = "vidfarm: no manager token"  # noqa: S105 - compared, never accepted
 
 
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is larger than `limit` (never held whole in memory)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def _answer(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
@@ -62,8 +75,8 @@ async def notify_task_end(request: Request, runtime: RuntimeDep) -> JSONResponse
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return _answer(401, "missing Bearer token")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
+    body = await _read_limited(request, MAX_BODY_BYTES)
+    if body is None:
         return _answer(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
         data = json.loads(body)
