@@ -26,7 +26,7 @@ from vidfarm.dispatch.celery_app import (
     make_celery,
 )
 from vidfarm.models import Job, JobStatus, JobType, Video
-from vidfarm.xapi.outbox import outbox_status
+from vidfarm.xapi.outbox import due_now
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,11 @@ class CeleryDispatcher:
         if not self._settings.xapi_enabled or time.monotonic() < self._xapi_not_before:
             return
         with self._sessions() as session:
-            status = outbox_status(session)
+            due, paused = due_now(session, now)
         self._xapi_not_before = time.monotonic() + self._settings.poll_seconds
-        if status.pending == 0 or (
-            status.next_attempt_at is not None and jobs.as_utc(status.next_attempt_at) > now
-        ):
+        if not due:
             return
-        if status.paused:
+        if paused:
             self._xapi_not_before = time.monotonic() + self._settings.xapi_pause_seconds
         if self.message_count(self._settings.queue_xapi) != 0:
             return

@@ -223,6 +223,26 @@ def outbox_status(session: Session) -> OutboxStatus:
     )
 
 
+def due_now(session: Session, now: datetime | None = None) -> tuple[bool, bool]:
+    """(some statement is due, delivery is paused): two indexed LIMIT 1 lookups.
+
+    The reconciler asks this every tick; `outbox_status` counts the whole table, which only
+    grows with delivered history.
+    """
+    now = utcnow() if now is None else as_utc(now)
+    pending = XapiStatement.state == PENDING
+    due = session.scalar(
+        select(XapiStatement.id).where(pending, XapiStatement.next_attempt_at <= now).limit(1)
+    )
+    paused = session.scalar(
+        select(XapiStatement.id)
+        .where(pending, XapiStatement.last_status.in_(sorted(PAUSE_STATUSES)))
+        .limit(1)
+    )
+    session.rollback()
+    return due is not None, paused is not None
+
+
 def list_dead(session: Session, *, limit: int = 50, offset: int = 0) -> list[XapiStatement]:
     return list(
         session.scalars(

@@ -1,0 +1,32 @@
+"""The reconciler's cheap look at the xAPI outbox (Celery mode): due, and paused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidfarm.xapi import outbox
+
+
+def test_due_now_follows_next_attempt_and_pause(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        assert outbox.due_now(session) == (False, False)
+        (first,) = outbox.enqueue(session, [({"id": str(uuid.uuid4())}, None)])
+        now = outbox.utcnow()
+        assert outbox.due_now(session, now + timedelta(seconds=1)) == (True, False)
+        outbox.claim_due(session, 10, lease_seconds=60)  # leased: not due until it comes back
+        assert outbox.due_now(session, now + timedelta(seconds=1)) == (False, False)
+        assert outbox.due_now(session, now + timedelta(seconds=120))[0] is True
+        outbox.record(
+            session,
+            {first: outbox.Result("paused", 401, "bad credentials")},
+            retry_base=1,
+            retry_max=1,
+        )
+        assert outbox.due_now(session, outbox.utcnow() + timedelta(seconds=1)) == (True, True)
+        outbox.record(
+            session, {first: outbox.Result("delivered", 200, "")}, retry_base=1, retry_max=1
+        )
+        assert outbox.due_now(session, outbox.utcnow() + timedelta(seconds=1)) == (False, False)
