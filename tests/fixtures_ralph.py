@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services import free_port
 from vidfarm.xapi.lrs import LrsClient
 
 RALPH_SPEC = "ralph-malph[cli,lrs]==5.1.0"
@@ -74,13 +74,6 @@ def ensure_ralph(venv: Path | None = None) -> Path:
                 raise RalphUnavailable(f"cannot install {RALPH_SPEC} in {venv}: {tail}")
         marker.write_text(RALPH_SPEC)
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Ralph:

@@ -21,18 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from services import free_port
 from vidfarm.storage import LocalStorage, Storage
 
 S3_ACCESS_KEY = "vidfarm-test"
 S3_SECRET_KEY = "vidfarm-test-secret"
 STORAGE_PARAMS = ["local", "s3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait_listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -57,7 +51,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(f"{message} (CI is set: S3 tests are required)")
         pytest.skip(message)
     for _ in range(3):  # another process may take the free port before moto binds it
-        port = _free_port()
+        port = free_port()
         log = tmp_path_factory.mktemp("moto") / "moto_server.log"
         with log.open("wb") as output:
             process = subprocess.Popen(

@@ -12,6 +12,13 @@ import socket
 import pytest
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on right now (for the servers the tests start)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def service_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

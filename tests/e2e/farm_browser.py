@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from services import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -62,12 +63,6 @@ mp4 = true
 #: The stub LRS refuses statements with this verb (they become dead letters), takes the rest.
 REFUSED_VERB = "paused"
 REFUSAL = "stub LRS: paused statements are not accepted here"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def require_chromium() -> None:

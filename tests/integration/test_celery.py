@@ -27,7 +27,7 @@ import redis
 
 from fixtures_db import fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
-from services import require_service
+from services import free_port, require_service
 from vidfarm.auth import Role, create_token
 from vidfarm.db import make_engine, make_session_factory, migrate
 
@@ -39,14 +39,6 @@ PROFILE = (
     '[[renditions]]\nheight = 240\nmin_video_bitrate = "300k"\nvideo_bitrate = "400k"\n'
     'max_video_bitrate = "500k"\naudio_bitrate = "64k"\nmp4 = true\n'
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 BROKERS = {

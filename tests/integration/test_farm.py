@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,9 @@ import httpx
 import pytest
 
 from fixtures_media import MakeMedia, video_args
+from services import free_port
 
 VIDFARM = [sys.executable, "-m", "vidfarm"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Farm:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +35,7 @@ from sqlalchemy import select
 
 from fixtures_db import PG_HOST, PG_PORT, fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
-from services import require_service
+from services import free_port, require_service
 from vidfarm.api.app import create_app
 from vidfarm.auth import Role, create_token
 from vidfarm.config import Settings
@@ -54,12 +53,6 @@ PROFILE = (
     'max_video_bitrate = "400k"\naudio_bitrate = "64k"\nmp4 = true\n'
 )
 GOOD_TOKEN = "manager-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:

@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from fixtures_media import MakeMedia, video_args
+from services import free_port
 
 VIDFARM = [sys.executable, "-m", "vidfarm"]
 TOKEN_A = "pod-token-a-0123456789"
@@ -31,12 +31,6 @@ RENDITION = json.dumps(
     {"360": {"resolution": "640x360", "video_bitrate": "750k", "audio_bitrate": "96k",
              "encode_mp4": True}}
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class World(ThreadingHTTPServer):

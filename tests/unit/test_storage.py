@@ -21,6 +21,7 @@ import pytest
 
 import vidfarm.storage_s3 as storage_s3
 from fixtures_s3 import S3_SECRET_KEY, make_s3_storage
+from services import free_port
 from vidfarm.errors import InvalidParameters, NotFound, StorageUnavailable, TooLarge
 from vidfarm.storage import (
     LocalStorage,
@@ -83,19 +84,10 @@ def stored(storage: Storage) -> list[str]:
 
 def down_s3() -> S3Storage:
     """An S3Storage pointed at a loopback port nobody listens on."""
-    port = _closed_port()
+    port = free_port()
     store = make_s3_storage(f"http://127.0.0.1:{port}", "vidfarm", max_attempts=1)
     assert isinstance(store, S3Storage)
     return store
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 # --- round trips ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services import free_port
 from vidfarm.claims import Claim
 from vidfarm.config import Settings
 from vidfarm.dispatch.celery import CeleryDispatcher
@@ -87,14 +88,6 @@ def test_transport_choice(tmp_path: Path) -> None:
         Settings(data_dir=tmp_path, dispatcher="celery")
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nobody listens once the socket is closed
-
-
 def _claim() -> Claim:
     return Claim(
         job_id="j1",
@@ -107,7 +100,7 @@ def _claim() -> Claim:
 
 
 def test_a_worker_keeps_going_while_its_lease_may_hold_and_stops_after() -> None:
-    plane = ControlPlane(f"http://127.0.0.1:{_closed_port()}", "vf_token", timeout=1)
+    plane = ControlPlane(f"http://127.0.0.1:{free_port()}", "vf_token", timeout=1)
     reporter = HttpReporter(plane, _claim(), lease_seconds=0.6)
     assert reporter.progress(10, "encoding")  # sent from a background thread
     time.sleep(0.2)
@@ -122,7 +115,7 @@ def test_a_worker_keeps_going_while_its_lease_may_hold_and_stops_after() -> None
 
 
 def test_a_worker_stops_at_its_time_limit() -> None:
-    plane = ControlPlane(f"http://127.0.0.1:{_closed_port()}", "vf_token", timeout=1)
+    plane = ControlPlane(f"http://127.0.0.1:{free_port()}", "vf_token", timeout=1)
     reporter = HttpReporter(plane, _claim(), lease_seconds=60, time_limit=0.05)
     time.sleep(0.1)
     assert reporter.progress(50, "encoding") is False
