@@ -46,7 +46,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from vidfarm.media.encode import EncodePlan, build_ffmpeg_args, encode, plan_encode
+from vidfarm.media.arguments import build_ffmpeg_args
+from vidfarm.media.encode import encode
+from vidfarm.media.plan import EncodePlan, plan_encode
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import Profile, load_profile
 from vidfarm.media.tools import ffmpeg_executable

@@ -27,7 +27,7 @@ from vidfarm.cli_worker import worker_command
 from vidfarm.cli_xapi import xapi_app
 from vidfarm.config import Settings
 from vidfarm.media.encode import encode as encode_media
-from vidfarm.media.encode import plan_encode
+from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import available_profiles, load_profile
 from vidfarm.media.tools import ffmpeg_executable

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from vidfarm import jobs
 from vidfarm.config import Settings
 from vidfarm.errors import InvalidParameters, NotFound
-from vidfarm.media.encode import check_formats
+from vidfarm.media.plan import check_formats
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id

@@ -266,7 +266,8 @@ def test_bad_format_choices(
 def test_image_outputs_pass_frames_through(hd_clip: Path, fast_profile: Profile) -> None:
     """Regression: with ffmpeg's default constant-rate output, each thumbnail and the sprite
     repeated their picture at every frame tick (hundreds of 1080p JPEGs per thumbnail)."""
-    from vidfarm.media.encode import build_ffmpeg_args, plan_encode
+    from vidfarm.media.arguments import build_ffmpeg_args
+    from vidfarm.media.plan import plan_encode
     from vidfarm.media.probe import probe
 
     args = build_ffmpeg_args(plan_encode(probe(hd_clip), fast_profile), hd_clip)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.errors import InvalidParameters, JobNotFound, NotFound
-from vidfarm.media.encode import MASTER_PLAYLIST
+from vidfarm.media.outputs import MASTER_PLAYLIST
 from vidfarm.models import JobStatus, JobType
 from vidfarm.storage import Storage, content_disposition, content_type_for
 from vidfarm.transcribe.hls import add_subtitles

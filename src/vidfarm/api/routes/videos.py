@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from vidfarm import jobs
 from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
-from vidfarm.media.encode import FORMATS
+from vidfarm.media.plan import FORMATS
 from vidfarm.models import JobStatus, JobType, Video
 from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
 

@@ -1,0 +1,224 @@
+"""An encode plan as one ffmpeg argument list (never a shell string).
+
+Output names are relative: ffmpeg runs in the encode's staging folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vidfarm.media.ladder import Ladder, Rendition
+from vidfarm.media.plan import EncodePlan
+from vidfarm.media.profiles import Profile
+
+DASH_MANIFEST = "manifest.mpd"
+
+
+def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
+    """The whole pass as an argument list; output names are relative to the output folder."""
+    args = _input_args(plan, source)
+    if plan.ladder is not None:
+        args += _video_args(plan, plan.ladder)
+    else:
+        args += _audio_only_args(plan)
+    if plan.has_audio:
+        args += [
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-c:a",
+            "libmp3lame",
+            "-q:a",
+            str(plan.profile.mp3_quality),
+            "audio.mp3",
+        ]
+    if plan.cover is not None:
+        extension = "png" if plan.cover.codec == "png" else "jpg"
+        args += [
+            "-map",
+            f"0:{plan.cover.index}",
+            "-c",
+            "copy",
+            "-frames:v",
+            "1",
+            "-update",
+            "1",
+            f"thumbnail_0.{extension}",
+        ]
+    return args
+
+
+def build_subtitle_args(plan: EncodePlan, source: Path) -> list[str]:
+    """Subtitles get their own quick demux-only pass: a subtitle output receives its first
+    packet only when the first cue comes, and ffmpeg reports no progress until every output
+    has one. This pass decodes no video."""
+    args = _input_args(plan, source)
+    for stream, name in plan.subtitles:
+        args += ["-map", f"0:{stream.index}", "-c:s", "webvtt", name]
+    return args
+
+
+def _input_args(plan: EncodePlan, source: Path) -> list[str]:
+    args: list[str] = []
+    if plan.start > 0:
+        args += ["-ss", f"{plan.start:.3f}"]
+    if plan.start > 0 or plan.duration < plan.info.duration - 0.001:
+        args += ["-t", f"{plan.duration:.3f}"]
+    # "file:" stops ffmpeg from reading a crafted name as a protocol (http:, concat:, ...).
+    return [*args, "-i", f"file:{source.resolve()}"]
+
+
+def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+    video = plan.info.main_video
+    assert video is not None
+    profile = plan.profile
+    prelude: list[str] = []
+    if video.interlaced:
+        prelude.append("bwdif=mode=send_frame:deint=interlaced")
+    if ladder.fps:
+        prelude.append(f"fps={ladder.fps:.6f}")
+    branches = len(ladder.renditions) + len(plan.thumbnails_at) + (1 if plan.sprite else 0)
+    labels = [f"[b{i}]" for i in range(branches)]
+    head = ",".join([*prelude, f"split={branches}"])
+    graph = [f"[0:{video.index}]{head}{''.join(labels)}"]
+    for i, rendition in enumerate(ladder.renditions):
+        graph.append(
+            f"[b{i}]scale={rendition.width}:{rendition.height}:flags=bicubic,setsar=1,"
+            f"format=yuv420p[v{i}]"
+        )
+    top = ladder.top
+    offset = len(ladder.renditions)
+    for j, at in enumerate(plan.thumbnails_at):
+        # The first frame goes out at once, then the wanted one overwrites it (-update 1):
+        # ffmpeg reports no progress until every output has received a frame.
+        graph.append(
+            f"[b{offset + j}]select='eq(n,0)+gte(t,{at:.3f})*lt(prev_selected_t,{at:.3f})',"
+            f"scale={top.width}:{top.height},setsar=1,format=yuvj420p[t{j}]"
+        )
+    if plan.sprite:
+        sprite = plan.sprite
+        step = f"{sprite.step:.6f}"
+        # A sliding tile emits at every picked frame (again for progress); the last one wins.
+        graph.append(
+            f"[b{branches - 1}]select='isnan(prev_selected_t)+gt(floor(t/{step}),"
+            f"floor(prev_selected_t/{step}))',scale={sprite.tile_width}:{sprite.tile_height},"
+            f"setsar=1,tile={sprite.tiles}x1:overlap={sprite.tiles - 1}:"
+            f"init_padding={sprite.tiles - 1}[sprite]"
+        )
+    args = ["-filter_complex", ";".join(graph)]
+    if plan.dash:
+        args += _dash_args(plan, ladder)
+    for i, rendition in enumerate([] if plan.dash else ladder.renditions):
+        args += ["-map", f"[v{i}]"]
+        if plan.has_audio:
+            args += ["-map", "0:a:0"]
+        args += _x264_args(profile, ladder, rendition)
+        if plan.has_audio:
+            args += _aac_args(profile, rendition.audio_bitrate)
+        muxers = []
+        if plan.hls:
+            muxers.append((_hls_options(profile, rendition.name), f"{rendition.name}.m3u8"))
+        if rendition.mp4:
+            muxers.append(("f=mp4:movflags=+faststart", f"{rendition.name}.mp4"))
+        if len(muxers) == 1:
+            options, name = muxers[0]
+            args += [*_as_flags(options), name]
+        else:  # one encoded stream, several files: ffmpeg's tee muxer
+            args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
+    # Image outputs pass frames through as they come: the default (constant frame rate) would
+    # repeat the last picture at every frame tick until the next one, encoding thousands.
+    image = ["-fps_mode", "passthrough", "-update", "1"]
+    for j in range(len(plan.thumbnails_at)):
+        args += ["-map", f"[t{j}]", *image, "-q:v", "3", f"thumbnail_{j + 1}.jpg"]
+    if plan.sprite:
+        args += ["-map", "[sprite]", *image, "overview.png"]
+    return args
+
+
+def _dash_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+    """All renditions in one DASH output (one adaptation set each for video and audio)."""
+    args: list[str] = []
+    for i, rendition in enumerate(ladder.renditions):
+        args += ["-map", f"[v{i}]", *_x264_args(plan.profile, ladder, rendition, f"v:{i}")]
+    sets = "id=0,streams=v"
+    if plan.has_audio:
+        args += ["-map", "0:a:0", *_aac_args(plan.profile, ladder.top.audio_bitrate)]
+        sets += " id=1,streams=a"
+    return [
+        *args,
+        "-f",
+        "dash",
+        "-seg_duration",
+        f"{plan.profile.segment_duration:g}",
+        "-use_template",
+        "1",
+        "-use_timeline",
+        "1",
+        "-adaptation_sets",
+        sets,
+        "-init_seg_name",
+        "init-$RepresentationID$.m4s",
+        "-media_seg_name",
+        "chunk-$RepresentationID$-$Number%05d$.m4s",
+        DASH_MANIFEST,
+    ]
+
+
+def _audio_only_args(plan: EncodePlan) -> list[str]:
+    profile = plan.profile
+    hls = _hls_options(profile, "audio")
+    return [
+        "-map",
+        "0:a:0",
+        "-vn",
+        *_aac_args(profile, profile.audio_only_bitrate),
+        "-f",
+        "tee",
+        f"[f=ipod:movflags=+faststart]audio.m4a|[{hls}]audio.m3u8",
+    ]
+
+
+def _x264_args(
+    profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v"
+) -> list[str]:
+    """x264 options for the video stream(s) matching `spec` in the current output."""
+    options = {
+        "c": "libx264",
+        "preset": profile.preset,
+        "profile": profile.x264_profile,
+        "crf": str(profile.crf),
+        "maxrate": str(rendition.max_video_bitrate),
+        "bufsize": str(rendition.max_video_bitrate * 2),
+        "g": str(ladder.gop_frames),
+        "sc_threshold": "0",
+        "force_key_frames": f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})",
+        # Keep the source's frame timing: never invent frames to fill gaps in VFR sources.
+        "fps_mode": "vfr",
+    }
+    return [part for key, value in options.items() for part in (f"-{key}:{spec}", value)]
+
+
+def _aac_args(profile: Profile, bitrate: int) -> list[str]:
+    return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate), "-ac", "2"]
+
+
+def _hls_options(profile: Profile, name: str) -> str:
+    return ":".join(
+        [
+            "f=hls",
+            f"hls_time={profile.segment_duration:g}",
+            "hls_playlist_type=vod",
+            "hls_flags=independent_segments",
+            "hls_segment_type=mpegts",
+            f"hls_segment_filename={name}_%05d.ts",
+        ]
+    )
+
+
+def _as_flags(tee_options: str) -> list[str]:
+    flags: list[str] = []
+    for option in tee_options.split(":"):
+        key, _, value = option.partition("=")
+        if key != "f":
+            flags += [f"-{key}", value]
+    return flags
