@@ -1,5 +1,5 @@
 """`python -m vidfarm` is the `vidfarm` command."""
 
-from vidfarm.cli import main
+from vidfarm.cli.app import main
 
 main()

@@ -199,7 +199,7 @@ class RunnerManager(Base):
 
     Lower ``priority`` is tried first; managers of equal priority take turns (least recently
     used first, ``last_used_at``). ``token_encrypted`` is the manager's shared Bearer secret,
-    encrypted at rest (vidfarm.dispatch.runner_registry); it is never returned by the API.
+    encrypted at rest (vidfarm.dispatch.runners.registry); it is never returned by the API.
     """
 
     __tablename__ = "runner_managers"

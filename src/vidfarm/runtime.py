@@ -57,7 +57,7 @@ class Runtime:
 
             return CeleryDispatcher(self.sessions, self.settings)
         if transport == "runners":
-            from vidfarm.dispatch.runners import RunnersDispatcher
+            from vidfarm.dispatch.runners.dispatcher import RunnersDispatcher
 
             return RunnersDispatcher(self.sessions, self.settings, self.storage)
         return LocalDispatcher(self.sessions, pool)

@@ -39,7 +39,7 @@ from services import free_port, require_service
 from vidfarm.api.app import create_app
 from vidfarm.auth import Role, create_token
 from vidfarm.config import Settings
-from vidfarm.dispatch.runners import RunnersDispatcher
+from vidfarm.dispatch.runners.dispatcher import RunnersDispatcher
 from vidfarm.media.encode import encode
 from vidfarm.media.profiles import load_profile, profile_from_rendition_json
 from vidfarm.media.tools import ffmpeg_executable

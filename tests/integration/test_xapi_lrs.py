@@ -222,7 +222,7 @@ def test_wrong_credentials_pause_delivery_and_lose_nothing(farm: Farm) -> None:
     assert status["paused"] and status["pending"] == 15
     assert status["pause_reason"].startswith("LRS answered 401")
     runner = CliRunner()
-    from vidfarm.cli_xapi import xapi_app
+    from vidfarm.cli.xapi import xapi_app
 
     env = {
         "VIDFARM_DATA_DIR": str(farm.runtime.settings.data_dir),

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from fixtures_media import MAX_WER, REFERENCE, MakeMedia
 from vidfarm.claims import Claim, OutputRecord
-from vidfarm.cli import guarded
-from vidfarm.cli_transcribe import transcribe
+from vidfarm.cli.app import guarded
+from vidfarm.cli.transcribe import transcribe
 from vidfarm.config import Settings
 from vidfarm.errors import (
     ConfigError,

@@ -22,8 +22,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from vidfarm.api.deps import RuntimeDep
-from vidfarm.dispatch import runner_registry
-from vidfarm.dispatch.runner_assignments import (
+from vidfarm.dispatch.runners import registry as runner_registry
+from vidfarm.dispatch.runners.assignments import (
     RUNNING,
     SUBMITTING,
     Notification,
@@ -32,7 +32,7 @@ from vidfarm.dispatch.runner_assignments import (
     secret_matches,
     submitting_managers,
 )
-from vidfarm.dispatch.runners import RunnersDispatcher
+from vidfarm.dispatch.runners.dispatcher import RunnersDispatcher
 from vidfarm.models import Job, RunnerAssignment, Video
 from vidfarm.runtime import Runtime
 from vidfarm.storage import content_type_for

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field
 
 from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
-from vidfarm.dispatch import runner_registry
+from vidfarm.dispatch.runners import registry as runner_registry
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 

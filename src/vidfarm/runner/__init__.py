@@ -1,5 +1,0 @@
-"""`vidfarm runner`: a runner manager speaking the Esup-Runner protocol, for Esup-Pod.
-
-Each task is a Video (its downloaded source) and a Job in this runner's own database, run by
-the same worker core as every other transport. See docs/runner.md.
-"""

@@ -1,0 +1,254 @@
+"""Runner tasks against real SQLite and PostgreSQL: accepting, deduplicating, capacity,
+mapping Pod's parameters to a job, and following the job to the task's end."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidfarm import jobs
+from vidfarm.config import Settings
+from vidfarm.errors import InvalidParameters, InvalidTransition, NotFound
+from vidfarm.media.profiles import load_profile, profile_for_params, profile_from_rendition_json
+from vidfarm.models import Job, RunnerTask
+from vidfarm.runner_service import tasks
+
+POD_RENDITIONS = {
+    "360": {"resolution": "640x360", "video_bitrate": "750k", "audio_bitrate": "96k",
+            "encode_mp4": True},
+    "720": {"resolution": "1280x720", "video_bitrate": "2000k", "audio_bitrate": "128k",
+            "encode_mp4": True},
+    "1080": {"resolution": "1920x1080", "video_bitrate": "3000k", "audio_bitrate": "192k",
+             "encode_mp4": False},
+}  # fmt: skip
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path, runner_allow_private_urls=True)
+
+
+def request(**changes: Any) -> tasks.TaskRequest:
+    body: dict[str, Any] = {
+        "etab_name": "U",
+        "app_name": "Esup-Pod",
+        "app_version": "4.2",
+        "task_type": "encoding",
+        "source_url": "http://127.0.0.1:8123/media/video.mp4",
+        "affiliation": "student",
+        "notify_url": "http://127.0.0.1:8000/runner/notify_task_end/",
+        "parameters": {"rendition": json.dumps(POD_RENDITIONS), "cut": "{}", "dressing": ""},
+    }
+    body.update(changes)
+    return tasks.TaskRequest.model_validate(body)
+
+
+def test_pods_rendition_json_becomes_pods_ladder() -> None:
+    default = load_profile("default")
+    profile = profile_from_rendition_json(json.dumps(POD_RENDITIONS), default)
+    assert profile.renditions == default.renditions  # min/max rates from Pod's own table
+    custom = profile_from_rendition_json(
+        '{"480": {"resolution": "854x480", "video_bitrate": "1200k", "audio_bitrate": "128k"}}',
+        default,
+    )
+    [spec] = custom.renditions
+    assert (spec.height, spec.min_video_bitrate, spec.max_video_bitrate) == (
+        480,
+        800_000,
+        1_800_000,
+    )
+    assert spec.mp4 is False and custom.preset == default.preset
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{oops", "rendition: not valid JSON"),
+        ("[]", "expected a non-empty JSON object"),
+        ('{"360": {"resolution": "360p", "video_bitrate": "1k", "audio_bitrate": "1k"}}',
+         "resolution must read WIDTHxHEIGHT"),
+        ('{"360": {"resolution": "640x360", "video_bitrate": "fast", "audio_bitrate": "96k"}}',
+         "not a bitrate: 'fast'"),
+        ('{"a": {"resolution": "640x360", "video_bitrate": "1M", "audio_bitrate": "96k"},'
+         ' "b": {"resolution": "600x360", "video_bitrate": "1M", "audio_bitrate": "96k"}}',
+         "two renditions have the same height"),
+    ],
+)  # fmt: skip
+def test_bad_rendition_json_is_one_line(text: str, message: str) -> None:
+    with pytest.raises(InvalidParameters) as raised:
+        profile_from_rendition_json(text, load_profile("default"))
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_job_params_carry_the_inline_ladder(settings: Settings) -> None:
+    cut = json.dumps({"start": "00:00:01.5", "end": 3, "initial_duration": 10})
+    job_type, params = tasks.job_for(
+        request(parameters={"rendition": json.dumps({"360": POD_RENDITIONS["360"]}), "cut": cut}),
+        settings,
+    )
+    assert job_type == "encode" and params["start"] == 1.5 and params["end"] == 3.0
+    profile = profile_for_params(params, "default", None)
+    assert [r.height for r in profile.ladder] == [360]
+    assert tasks.job_for(request(parameters={}), settings) == ("encode", {})
+
+
+def test_transcription_language(settings: Settings) -> None:
+    def language(parameters: dict[str, Any]) -> Any:
+        return tasks.job_for(request(task_type="transcription", parameters=parameters), settings)
+
+    assert language({"language": "EN"}) == ("transcription", {"language": "en"})
+    assert language({"source_language": "auto"}) == ("transcription", {"language": "en"})
+    assert language({}) == ("transcription", {"language": "en"})
+    with pytest.raises(InvalidParameters, match=r"parameters\.language: no transcription engine"):
+        language({"language": "xx"})
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task_type": "studio"}, "task_type: unsupported 'studio' (this runner does: encoding"),
+        ({"parameters": {"dressing": '{"watermark": "logo.png"}'}}, "parameters.dressing"),
+        ({"parameters": {"cut": "[1, 2]"}}, "parameters.cut: expected an object"),
+        ({"parameters": {"cut": '{"start": "soon"}'}}, "parameters.cut.start"),
+        ({"parameters": {"rendition": "{}}"}}, "parameters.rendition: not valid JSON"),
+    ],
+)
+def test_refused_requests(settings: Settings, changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidParameters, match=message.replace("(", r"\(")):
+        tasks.job_for(request(**changes), settings)
+
+
+def test_fingerprint_is_what_makes_a_request_identical() -> None:
+    base = tasks.fingerprint(request())
+    assert tasks.fingerprint(request(affiliation="staff")) == base  # not part of identity
+    assert tasks.fingerprint(request(source_url="http://127.0.0.1:8123/other.mp4")) != base
+    assert tasks.fingerprint(request(notify_url="http://127.0.0.1/x")) != base
+    assert tasks.fingerprint(request(app_version="4.3")) != base
+    assert tasks.fingerprint(request(parameters={})) != base
+
+
+def test_submit_deduplicates_and_respects_capacity(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with session_factory() as session:
+        first, created = tasks.submit(
+            session, settings, request(), token_sha256="a" * 64, capacity=2
+        )
+        assert created and first.status == "running" and first.job_id is None
+        again, created = tasks.submit(
+            session, settings, request(), token_sha256="b" * 64, capacity=2
+        )
+        assert (again.id, created) == (first.id, False)
+        other = request(source_url="http://127.0.0.1:8123/b.mp4")
+        second, _ = tasks.submit(session, settings, other, token_sha256="a" * 64, capacity=2)
+        third = request(source_url="http://127.0.0.1:8123/c.mp4")
+        with pytest.raises(tasks.NoCapacity, match="No runners available"):
+            tasks.submit(session, settings, third, token_sha256="a" * 64, capacity=2)
+        assert tasks.finish(session, second.id, tasks.FAILED, error_message="boom")
+        assert not tasks.finish(session, second.id, tasks.COMPLETED)  # ends once
+        tasks.submit(session, settings, third, token_sha256="a" * 64, capacity=2)
+        stored = tasks.get_task(session, first.id)
+        assert stored.request["job"]["type"] == "encode"
+        assert "token" not in json.dumps(stored.request)
+        # Once finished, the same request is a new task.
+        tasks.finish(session, first.id, tasks.COMPLETED)
+        fresh, created = tasks.submit(
+            session, settings, request(), token_sha256="a" * 64, capacity=5
+        )
+        assert created and fresh.id != first.id
+
+
+def test_concurrent_submissions_never_exceed_capacity(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    accepted: list[str] = []
+    refused: list[str] = []
+
+    def submit(n: int) -> None:
+        with session_factory() as session:
+            body = request(source_url=f"http://127.0.0.1:8123/{n}.mp4")
+            try:
+                task, _ = tasks.submit(session, settings, body, token_sha256="a" * 64, capacity=3)
+                accepted.append(task.id)
+            except tasks.NoCapacity:
+                refused.append(str(n))
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(accepted) == 3 and len(refused) == 5
+
+
+def attach_job(session: Session, task_id: str) -> str:
+    job = jobs.create_job(session, job_type="encode", video_id=None, max_attempts=1)
+    with session.begin():
+        session.execute(update(RunnerTask).where(RunnerTask.id == task_id).values(job_id=job.id))
+    return job.id
+
+
+def test_job_outcomes_become_task_statuses(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> None:
+    with session_factory() as session:
+        made: dict[str, tuple[str, str]] = {}
+        for outcome in ("completed", "failed", "timeout", "cancelled", "running"):
+            body = request(source_url=f"http://127.0.0.1:8123/{outcome}.mp4")
+            task, _ = tasks.submit(session, settings, body, token_sha256="a" * 64, capacity=9)
+            made[outcome] = (task.id, attach_job(session, task.id))
+            with session.begin():
+                session.execute(
+                    update(Job)
+                    .where(Job.id == made[outcome][1])
+                    .values(status=outcome, error=None if outcome == "completed" else "bad input")
+                )
+        finished = tasks.sync_finished(session)
+        assert sorted(finished) == sorted(made[o][0] for o in made if o != "running")
+        assert tasks.sync_finished(session) == []  # once
+        got = {o: tasks.get_task(session, made[o][0]) for o in made}
+        assert {o: t.status for o, t in got.items()} == {
+            "completed": "completed",
+            "failed": "failed",
+            "timeout": "timeout",
+            "cancelled": "failed",
+            "running": "running",
+        }
+        assert got["failed"].error_message == "bad input"
+        assert got["cancelled"].error_message == "stopped by the client"
+        assert got["completed"].error_message is None
+        assert got["completed"].notify_state == "pending"
+        assert got["running"].notify_state == "none"
+        view = tasks.view(session, got["completed"])
+        assert view["status"] == "completed" and view["progress"] == 100.0
+
+
+def test_stop(session_factory: sessionmaker[Session], settings: Settings) -> None:
+    with session_factory() as session:
+        task, _ = tasks.submit(
+            session, settings, request(notify_url=None), token_sha256="a" * 64, capacity=9
+        )
+        job_id = attach_job(session, task.id)
+        stopped = tasks.stop(session, task.id)
+        assert stopped.status == "failed" and stopped.error_message == "stopped by the client"
+        assert stopped.notify_state == "none"  # nobody to tell
+        assert jobs.get_job(session, job_id).status == "cancelled"
+        with pytest.raises(InvalidTransition, match="has already ended"):
+            tasks.stop(session, task.id)
+        with pytest.raises(NotFound):
+            tasks.stop(session, "../etc")
+
+
+def test_timecodes() -> None:
+    assert tasks.parse_timecode("00:01:02.5", "start") == 62.5
+    assert tasks.parse_timecode("1:02", "start") == 62.0
+    assert tasks.parse_timecode(7, "end") == 7.0
+    assert tasks.parse_timecode("", "end") is None
+    with pytest.raises(InvalidParameters, match=r"parameters\.cut\.end"):
+        tasks.parse_timecode("tomorrow", "end")
