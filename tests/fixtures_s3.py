@@ -80,7 +80,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def make_s3_storage(endpoint: str, bucket: str, **options: object) -> Storage:
-    from vidfarm.storage_s3 import S3Storage
+    from vidfarm.storage.s3 import S3Storage
 
     return S3Storage(
         bucket=bucket,

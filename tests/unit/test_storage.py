@@ -19,18 +19,13 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-import vidfarm.storage_s3 as storage_s3
+import vidfarm.storage.s3 as storage_s3
 from fixtures_s3 import S3_SECRET_KEY, make_s3_storage
 from services import free_port
 from vidfarm.errors import InvalidParameters, NotFound, StorageUnavailable, TooLarge
-from vidfarm.storage import (
-    LocalStorage,
-    Storage,
-    content_disposition,
-    content_type_for,
-    make_storage,
-)
-from vidfarm.storage_s3 import S3Storage
+from vidfarm.storage import LocalStorage, Storage, make_storage
+from vidfarm.storage.base import content_disposition, content_type_for
+from vidfarm.storage.s3 import S3Storage
 
 MiB = 1024 * 1024
 

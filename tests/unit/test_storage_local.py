@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from vidfarm.errors import InvalidParameters, StorageUnavailable
-from vidfarm.storage import LocalStorage, check_key
+from vidfarm.storage import LocalStorage
+from vidfarm.storage.base import check_key
 
 
 @pytest.mark.parametrize(

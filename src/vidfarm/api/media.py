@@ -14,7 +14,8 @@ from vidfarm import jobs
 from vidfarm.errors import InvalidParameters, JobNotFound, NotFound
 from vidfarm.media.outputs import MASTER_PLAYLIST
 from vidfarm.models import JobStatus, JobType
-from vidfarm.storage import Storage, content_disposition, content_type_for
+from vidfarm.storage import Storage
+from vidfarm.storage.base import content_disposition, content_type_for
 from vidfarm.transcribe.hls import add_subtitles
 from vidfarm.transcribe.job import SUBTITLE_PLAYLIST
 from vidfarm.videos import find_video, latest_completed, outputs_of

@@ -21,7 +21,7 @@ from vidfarm import __version__
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.runner_service import results, tasks, tokens
 from vidfarm.runner_service.service import RunnerService
-from vidfarm.storage import content_type_for
+from vidfarm.storage.base import content_type_for
 
 log = logging.getLogger(__name__)
 

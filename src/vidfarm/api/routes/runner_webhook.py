@@ -35,7 +35,7 @@ from vidfarm.dispatch.runners.assignments import (
 from vidfarm.dispatch.runners.dispatcher import RunnersDispatcher
 from vidfarm.models import Job, RunnerAssignment, Video
 from vidfarm.runtime import Runtime
-from vidfarm.storage import content_type_for
+from vidfarm.storage.base import content_type_for
 
 router = APIRouter(tags=["runner managers"])
 MAX_BODY_BYTES = 1 << 20

@@ -33,7 +33,8 @@ from vidfarm.claims import OutputRecord
 from vidfarm.dispatch.runners.client import ManagerClient, ManagerUnavailable, TaskUnknown
 from vidfarm.errors import InvalidParameters, StorageUnavailable, TransientError
 from vidfarm.jobs import backoff_delay
-from vidfarm.storage import Storage, check_key
+from vidfarm.storage import Storage
+from vidfarm.storage.base import check_key
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
 from vidfarm.errors import NotFound, StorageUnavailable, TooLarge, VidfarmError
-from vidfarm.storage import CHUNK, check_key, content_disposition, content_type_for
+from vidfarm.storage.base import CHUNK, check_key, content_disposition, content_type_for
 
 if TYPE_CHECKING:
     from vidfarm.config import Settings
