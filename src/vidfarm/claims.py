@@ -38,6 +38,11 @@ class OutputRecord:
     codecs: str | None = None
 
 
+def attempt_prefix(claim: Claim) -> str:
+    """Each attempt publishes under its own prefix; only the accepted one is referenced."""
+    return f"videos/{claim.video_id}/{claim.job_id}/a{claim.fencing_token}"
+
+
 class Reporter(Protocol):
     def progress(self, percent: float, step: str) -> bool:
         """Record progress and renew the lease; False means stop now (cancelled or stale)."""

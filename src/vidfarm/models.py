@@ -96,6 +96,8 @@ class Job(Base):
     error_class: Mapped[str | None] = mapped_column(String(64))
     log_tail: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Jobs to create when this one completes: [{"type": ..., "params": {...}}] (see jobs.complete)
+    follow_ups: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

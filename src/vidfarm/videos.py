@@ -88,6 +88,12 @@ def submit_encode(
         params=params,
         priority=job_priority(settings, video, priority=priority, affiliation=affiliation),
         max_attempts=settings.max_attempts,
+        # A video with a spoken language gets its subtitles once it plays.
+        follow_ups=[
+            jobs.FollowUp(JobType.TRANSCRIPTION.value, {"language": video.language.lower()})
+        ]
+        if video.language
+        else [],
     )
 
 

@@ -562,3 +562,40 @@ def test_unqueue_and_republish_touch_only_queued_jobs(session_factory: Factory) 
         assert jobs.queued_counts(session, jobs.utcnow() - timedelta(hours=1)) == {
             "encode": (1, [])
         }
+
+
+def test_declared_follow_ups_are_created_once_on_completion(session_factory: Factory) -> None:
+    video_id = add_video(session_factory)
+    with session_factory() as session:
+        first = jobs.create_job(
+            session,
+            job_type="encode",
+            video_id=video_id,
+            max_attempts=3,
+            follow_ups=[jobs.FollowUp("transcription", {"language": "fr"})],
+        )
+        plain = jobs.create_job(session, job_type="encode", video_id=video_id, max_attempts=3)
+        jobs.mark_queued(session, [first.id, plain.id])
+        first_id, plain_id = first.id, plain.id
+
+    def transcriptions() -> list[Job]:
+        with session_factory() as session:
+            return list(session.scalars(select(Job).where(Job.type == "transcription")))
+
+    with session_factory() as session:
+        taken = jobs.claim_job(session, plain_id, worker_id="w", lease_seconds=30)
+        assert taken is not None
+        jobs.complete(session, plain_id, taken.fencing_token, {}, [])
+    assert transcriptions() == []  # declared nothing, creates nothing
+
+    for _ in range(2):  # completed, restarted, completed again: one transcription
+        with session_factory() as session:
+            taken = jobs.claim_job(session, first_id, worker_id="w", lease_seconds=30)
+            assert taken is not None
+            jobs.complete(session, first_id, taken.fencing_token, {}, [])
+            jobs.restart(session, first_id)
+            jobs.mark_queued(session, [first_id])
+    made = transcriptions()
+    assert len(made) == 1
+    assert made[0].video_id == video_id and made[0].params == {"language": "fr"}
+    assert made[0].status == JobStatus.PENDING.value

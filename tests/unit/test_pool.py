@@ -249,8 +249,8 @@ def test_keep_alive_renews_the_lease_through_a_long_silent_step(
     session_factory: Factory, settings: Settings
 ) -> None:
     """A step longer than the lease (a model loading, an upload) must not lose the job."""
+    from vidfarm.keepalive import KeepAlive
     from vidfarm.reporting import DirectReporter
-    from vidfarm.worker import KeepAlive
 
     lease = 0.6
     [job_id] = submit(session_factory)

@@ -27,15 +27,17 @@ from vidfarm.errors import (
     FFmpegFailed,
     InvalidMedia,
     InvalidParameters,
-    JobCancelled,
     VidfarmError,
 )
+from vidfarm.kinds import Workspace
+from vidfarm.kinds.transcription import TranscriptionKind
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.storage import LocalStorage
 from vidfarm.transcribe.audio import BYTES_PER_SECOND, stream_pcm
 from vidfarm.transcribe.captions import CaptionRules, word_error_rate
 from vidfarm.transcribe.engines import CACHE, borrow_engine, resolve
-from vidfarm.transcribe.job import run_transcription, transcribe_file, write_outputs
+from vidfarm.transcribe.job import transcribe_file, write_outputs
+from vidfarm.worker import run_job
 from webvtt_check import cues as read_cues
 
 
@@ -259,8 +261,11 @@ def test_the_job_publishes_subtitles_under_the_attempt_prefix(
     storage.put_file(clip, "sources/vid1/clip.mp4")
     reporter = RecordingReporter()
     settings = settings_for(tmp_path)
-    run_transcription(
-        claim_for("sources/vid1/clip.mp4", language="en"), reporter, settings, storage
+    run_job(
+        claim_for("sources/vid1/clip.mp4", language="en"),
+        reporter,
+        settings=settings,
+        storage=storage,
     )
     assert reporter.completed is not None
     manifest, outputs = reporter.completed
@@ -284,23 +289,24 @@ def test_a_cancelled_job_publishes_nothing(make_media: MakeMedia, tmp_path: Path
     storage = LocalStorage(tmp_path / "media")
     storage.put_file(clip, "sources/vid1/clip.mp4")
     reporter = RecordingReporter(stop_after=2)
-    with pytest.raises(JobCancelled):
-        run_transcription(
-            claim_for("sources/vid1/clip.mp4", language="en"),
-            reporter,
-            settings_for(tmp_path),
-            storage,
-        )
+    run_job(  # the worker core: a cancelled attempt reports nothing (the canceller owns it)
+        claim_for("sources/vid1/clip.mp4", language="en"),
+        reporter,
+        settings=settings_for(tmp_path),
+        storage=storage,
+    )
+    assert len(reporter.steps) > 2  # it was told to stop
     assert reporter.completed is None and not storage.exists("videos/vid1/job1/a3/subtitle_en.vtt")
 
 
 def test_the_job_needs_a_language(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameters, match="needs a language"):
-        run_transcription(
+        TranscriptionKind().run(
             claim_for("sources/x"),
             RecordingReporter(),
-            settings_for(tmp_path),
-            LocalStorage(tmp_path),
+            Workspace(
+                settings=settings_for(tmp_path), storage=LocalStorage(tmp_path), folder=tmp_path
+            ),
         )
 
 

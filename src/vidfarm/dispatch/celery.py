@@ -25,7 +25,8 @@ from vidfarm.dispatch.celery_app import (
     broker_priority,
     make_celery,
 )
-from vidfarm.models import Job, JobStatus, JobType, Video
+from vidfarm.kinds import KINDS
+from vidfarm.models import Job, JobStatus, Video
 from vidfarm.xapi.outbox import due_now
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ class CeleryDispatcher:
         self._sessions = sessions
         self._settings = settings
         self.app = app or make_celery(settings)
-        self._queue_of = {
-            JobType.ENCODE.value: settings.queue_encoding,
-            JobType.TRANSCRIPTION.value: settings.queue_transcription,
+        self._queues = {
+            "encoding": settings.queue_encoding,
+            "transcription": settings.queue_transcription,
         }
         self._xapi_not_before = 0.0
         self._republish_not_before = 0.0
@@ -87,7 +88,7 @@ class CeleryDispatcher:
             ).all()
         sent = 0
         for job_id, job_type, priority, duration in rows:
-            queue = self._queue_of.get(job_type, self._settings.queue_encoding)
+            queue = self._queue_for(job_type)
             soft = self.soft_time_limit(duration)
             try:
                 self.app.send_task(
@@ -106,6 +107,11 @@ class CeleryDispatcher:
                 break
             sent += 1
         return sent
+
+    def _queue_for(self, job_type: str) -> str:
+        """The broker queue of the job's kind (its family's configured name)."""
+        kind = KINDS.get(job_type)
+        return self._queues[kind.queue if kind else "encoding"]
 
     def soft_time_limit(self, duration: float | None) -> int:
         """The encoder's own limit (max(min, factor * duration)) plus time to publish."""
@@ -126,7 +132,7 @@ class CeleryDispatcher:
         for job_type, (total, stale) in per_type.items():
             if not stale:
                 continue
-            queue = self._queue_of.get(job_type, self._settings.queue_encoding)
+            queue = self._queue_for(job_type)
             waiting = self.message_count(queue)
             if waiting is None or waiting >= total:
                 continue  # broker down, or every queued job may still have its message

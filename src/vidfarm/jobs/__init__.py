@@ -10,6 +10,7 @@ from vidfarm.jobs.clock import as_utc, as_utc_or_none, utcnow
 from vidfarm.jobs.lifecycle import (
     ERROR_MAX_CHARS,
     LOG_TAIL_MAX_CHARS,
+    FollowUp,
     backoff_delay,
     cancel,
     claim_job,
@@ -31,6 +32,7 @@ __all__ = [
     "CLAIM_ORDER",
     "ERROR_MAX_CHARS",
     "LOG_TAIL_MAX_CHARS",
+    "FollowUp",
     "as_utc",
     "as_utc_or_none",
     "backoff_delay",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -43,7 +44,6 @@ from vidfarm.models import (
     WAITING_STATUSES,
     Job,
     JobStatus,
-    JobType,
     Output,
     Video,
 )
@@ -92,6 +92,14 @@ def _clear_lease(job: Job) -> None:
 # --- creating and queueing ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A job to create once another completes."""
+
+    job_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 def create_job(
     session: Session,
     *,
@@ -100,8 +108,12 @@ def create_job(
     params: dict[str, Any] | None = None,
     priority: int = 0,
     max_attempts: int,
+    follow_ups: Sequence[FollowUp] = (),
 ) -> Job:
-    """Insert a pending job; the scheduler (or the caller) dispatches it."""
+    """Insert a pending job; the scheduler (or the caller) dispatches it.
+
+    `follow_ups` are created, once, in the transaction that accepts this job's completion.
+    """
     if max_attempts < 1:
         raise InvalidParameters(f"max_attempts must be at least 1, got {max_attempts}")
     with write_transaction(session):
@@ -115,6 +127,7 @@ def create_job(
             max_attempts=max_attempts,
             fencing_token=0,
             progress=0.0,
+            follow_ups=[{"type": f.job_type, "params": dict(f.params)} for f in follow_ups] or None,
             created_at=utcnow(),
         )
         session.add(job)
@@ -333,38 +346,37 @@ def complete(
         job.finished_at = now
         job.updated_at = now
         _clear_lease(job)
-        _queue_follow_up(session, job)
+        _queue_follow_ups(session, job)
     return job
 
 
-def _queue_follow_up(session: Session, job: Job) -> None:
-    """An encode of a video with a spoken language is followed by its transcription.
+def _queue_follow_ups(session: Session, job: Job) -> None:
+    """Create the jobs this one declared as its follow-ups (an encode's transcription, say).
 
-    Created in the completion's own transaction, so it happens exactly once per accepted
-    encode, whatever carried the report; a transcription already waiting or done is reused.
+    In the completion's own transaction, so it happens exactly once per accepted attempt,
+    whatever carried the report; one of the same type for the video, already waiting, running
+    or done, is reused rather than doubled (a restarted encode does not transcribe twice).
     """
-    if job.type != JobType.ENCODE.value or job.video_id is None:
+    if not job.follow_ups or job.video_id is None:
         return
-    language = session.scalar(select(Video.language).where(Video.id == job.video_id))
-    if not language:
-        return
-    existing = session.scalar(
-        select(Job.id)
-        .where(Job.video_id == job.video_id, Job.type == JobType.TRANSCRIPTION.value)
-        .where(Job.status.in_([*_WAITING, _RUNNING, JobStatus.COMPLETED.value]))
-        .limit(1)
-    )
-    if existing is None:
-        session.add(
-            Job(
-                type=JobType.TRANSCRIPTION.value,
-                video_id=job.video_id,
-                params={"language": language.lower()},
-                status=_PENDING,
-                priority=job.priority,
-                max_attempts=job.max_attempts,
-            )
+    for spec in job.follow_ups:
+        existing = session.scalar(
+            select(Job.id)
+            .where(Job.video_id == job.video_id, Job.type == spec["type"])
+            .where(Job.status.in_([*_WAITING, _RUNNING, JobStatus.COMPLETED.value]))
+            .limit(1)
         )
+        if existing is None:
+            session.add(
+                Job(
+                    type=spec["type"],
+                    video_id=job.video_id,
+                    params=dict(spec.get("params") or {}),
+                    status=_PENDING,
+                    priority=job.priority,
+                    max_attempts=job.max_attempts,
+                )
+            )
 
 
 def fail(

@@ -1,4 +1,4 @@
-"""Transcribe one media file: the CLI's `transcribe_file` and the worker core's job body.
+"""Transcribe one media file: the CLI's `transcribe_file`, also run by the `transcription` kind.
 
 Audio flows ffmpeg → pipe → engine chunk by chunk; only the words (a few bytes per second
 of speech) are kept, so memory does not grow with the input's length.
@@ -6,25 +6,20 @@ of speech) are kept, so memory does not grow with the input's length.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session
 
-from vidfarm.claims import Claim, OutputRecord, Reporter
 from vidfarm.config import Settings
-from vidfarm.errors import InvalidMedia, InvalidParameters, JobCancelled, StaleAttempt
+from vidfarm.errors import InvalidMedia, JobCancelled
 from vidfarm.jobs import create_job
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Job, JobType, Video
-from vidfarm.storage import Storage
 from vidfarm.transcribe.audio import BYTES_PER_SECOND, stream_pcm
 from vidfarm.transcribe.captions import (
     STRICT_LINE_LENGTH,
@@ -208,85 +203,3 @@ def submit_transcription(
         priority=priority,
         max_attempts=settings.max_attempts,
     )
-
-
-def run_transcription(
-    claim: Claim, reporter: Reporter, settings: Settings, storage: Storage
-) -> None:
-    """The body of a `transcribe` job: called by `worker.run_job`, which handles its errors.
-
-    Outputs are published under the attempt's prefix, exactly as the encoder's are.
-    """
-    from vidfarm.worker import attempt_prefix  # worker imports this module to dispatch
-
-    if not claim.source_key:
-        raise InvalidParameters("the job has no source file")
-    language = str(claim.params.get("language") or "").strip()
-    if not language:
-        raise InvalidParameters("a transcription job needs a language")
-    resolve(language, settings)
-    workdir = settings.data_dir / "work" / f"{claim.job_id}-a{claim.fencing_token}-transcribe"
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        source = storage.local_path(claim.source_key)
-        if source is None:
-            source = workdir / "source"
-            storage.download(claim.source_key, source)
-        if not reporter.progress(0.0, "transcribing"):
-            raise JobCancelled("stopped before transcribing")
-        transcript = transcribe_file(
-            source,
-            language=language,
-            settings=settings,
-            on_progress=lambda percent: reporter.progress(percent, "transcribing"),
-            name=Path(claim.source_key).name,
-        )
-        out = workdir / "out"
-        write_outputs(transcript, out)
-        if not reporter.progress(99.9, "publishing"):
-            raise JobCancelled("stopped before publishing")
-        prefix = attempt_prefix(claim)
-        # Records first: publishing may move the files away.
-        outputs = [
-            _record(kind, f"{prefix}/{name}", out / name) for kind, name in transcript.files.items()
-        ]
-        storage.publish_dir(out, prefix)
-        manifest = _manifest(transcript, prefix, outputs)
-        try:
-            reporter.complete(manifest, outputs)
-        except StaleAttempt:
-            storage.delete_prefix(prefix)  # a newer attempt owns the job: drop our copy
-            raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _record(kind: str, key: str, path: Path) -> OutputRecord:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # a few kB of text
-    return OutputRecord(kind=kind, key=key, size=path.stat().st_size, sha256=digest)
-
-
-def _manifest(
-    transcript: Transcript, prefix: str, outputs: Iterable[OutputRecord]
-) -> dict[str, Any]:
-    return {
-        "prefix": prefix,
-        "language": transcript.language,
-        "engine": transcript.engine,
-        "duration": round(transcript.duration, 3),
-        "words": len(transcript.words),
-        "cues": len(transcript.cues),
-        "outputs": [
-            {
-                "kind": o.kind,
-                "path": o.key.removeprefix(prefix + "/"),
-                "size": o.size,
-                "sha256": o.sha256,
-            }
-            for o in outputs
-        ],
-        "transcribe": {
-            "wall_seconds": round(transcript.wall_seconds, 3),
-            "real_time_factor": round(transcript.real_time_factor, 4),
-        },
-    }

@@ -15,11 +15,11 @@ from typing import Any
 from vidfarm import __version__
 from vidfarm.config import Settings
 from vidfarm.errors import InvalidParameters
+from vidfarm.kinds import KINDS
 from vidfarm.media.profiles import RenditionSpec, profile_for_params, rendition_for
-from vidfarm.models import Job, JobType, Video
+from vidfarm.models import Job, Video
 
 APP_NAME = "vidfarm"
-TASK_TYPES = {JobType.ENCODE.value: "encoding", JobType.TRANSCRIPTION.value: "transcription"}
 DEFAULT_AFFILIATION = "staff"
 
 
@@ -120,11 +120,17 @@ def _video_metadata(video: Video) -> dict[str, Any]:
     }
 
 
+def runner_task_type(job: Job) -> str:
+    """The Esup-Runner task type of the job's kind; a kind runners cannot run is refused."""
+    kind = KINDS.get(job.type)
+    if kind is None or kind.runner_task is None:
+        raise InvalidParameters(f"runner managers do not run {job.type!r} jobs")
+    return kind.runner_task
+
+
 def task_request(job: Job, video: Video, settings: Settings, *, source: str) -> dict[str, Any]:
     """The whole `POST /task/execute` body for one job."""
-    task_type = TASK_TYPES.get(job.type)
-    if task_type is None:
-        raise InvalidParameters(f"runner managers do not run {job.type!r} jobs")
+    task_type = runner_task_type(job)
     if task_type == "encoding":
         parameters = encoding_parameters(job, video, settings)
     else:

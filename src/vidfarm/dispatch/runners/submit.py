@@ -36,8 +36,8 @@ from vidfarm.dispatch.runners.assignments import (
     lease_seconds,
 )
 from vidfarm.dispatch.runners.pool import ManagerPool
-from vidfarm.dispatch.runners.request import TASK_TYPES, source_url, task_request
-from vidfarm.errors import StaleAttempt, VidfarmError
+from vidfarm.dispatch.runners.request import runner_task_type, source_url, task_request
+from vidfarm.errors import InvalidParameters, StaleAttempt, VidfarmError
 from vidfarm.models import Job, JobStatus, RunnerAssignment, RunnerManager, Video
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,15 @@ class Submitter:
             try:
                 if video is None:
                     raise RunnerTaskFailed(f"job {job_id} has no video to send to a runner")
-                if job.type not in TASK_TYPES:
-                    raise RunnerTaskFailed(f"runner managers do not run {job.type!r} jobs")
+                try:
+                    task_type = runner_task_type(job)
+                except InvalidParameters as error:
+                    raise RunnerTaskFailed(str(error)) from error
                 assignment = RunnerAssignment(
                     id=uuid.uuid4().hex,
                     job_id=job_id,
                     manager_id=managers[0].id,
-                    task_type=TASK_TYPES[job.type],
+                    task_type=task_type,
                     source_secret_sha256=hash_secret(secret),
                     state=SUBMITTING,
                     import_state=IMPORT_NONE,
