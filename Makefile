@@ -27,6 +27,7 @@ lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Two test processes, one file each at a time: most tests wait on subprocesses and services.
 test: lint
