@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the Ralph launcher lives with the tes
 from fixtures_ralph import RALPH_PASSWORD, RALPH_USER, Ralph, ensure_ralph  # noqa: E402
 from vidfarm.config import Settings  # noqa: E402
 from vidfarm.db import make_engine, make_session_factory, migrate  # noqa: E402
-from vidfarm.xapi.outbox import XapiDelivery, enqueue  # noqa: E402
+from vidfarm.xapi.delivery import XapiDelivery  # noqa: E402
+from vidfarm.xapi.outbox import enqueue  # noqa: E402
 from vidfarm.xapi.statements import (  # noqa: E402
     ActorPolicy,
     VideoActivity,

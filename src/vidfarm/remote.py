@@ -25,7 +25,8 @@ from vidfarm.errors import (
     VidfarmError,
     WorkerUnreachable,
 )
-from vidfarm.xapi.outbox import Leased, Result
+from vidfarm.xapi.delivery import Leased
+from vidfarm.xapi.outbox import Result
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from vidfarm.media.profiles import load_profile
 from vidfarm.scheduler import Scheduler
 from vidfarm.storage import Storage, make_storage
 from vidfarm.worker import run_job
-from vidfarm.xapi.outbox import XapiDelivery
+from vidfarm.xapi.delivery import XapiDelivery
 from vidfarm.xapi.statements import load_actor_secret
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from vidfarm.auth import Role, create_token
 from vidfarm.config import Settings
 from vidfarm.models import Video, XapiStatement
 from vidfarm.runtime import Runtime, open_runtime
+from vidfarm.xapi.delivery import XapiDelivery
 from vidfarm.xapi.lrs import LrsClient
-from vidfarm.xapi.outbox import XapiDelivery, outbox_status
+from vidfarm.xapi.outbox import outbox_status
 
 LRS_ONLY = {"stored", "authority", "version"}  # what the LRS adds to what we sent
 

@@ -10,6 +10,7 @@ import typer
 from vidfarm.cli.support import console, guarded, runtime
 from vidfarm.errors import ConfigError
 from vidfarm.xapi import outbox
+from vidfarm.xapi.delivery import XapiDelivery
 
 xapi_app = typer.Typer(help="xAPI outbox: status, dead letters, delivery.", no_args_is_help=True)
 
@@ -60,7 +61,7 @@ def deliver(
     with runtime() as rt:
         if not rt.settings.xapi_lrs_url:
             raise ConfigError("VIDFARM_XAPI_LRS_URL is not set")
-        delivery = outbox.XapiDelivery(rt.sessions, rt.settings)
+        delivery = XapiDelivery(rt.sessions, rt.settings)
         totals = {"delivered": 0, "dead": 0, "retried": 0}
         try:
             for _ in range(rounds):

@@ -26,7 +26,7 @@ from vidfarm.errors import JobTimedOut, VidfarmError
 from vidfarm.remote import ControlPlane, HttpOutbox, HttpReporter
 from vidfarm.storage import Storage, make_storage
 from vidfarm.worker import run_job
-from vidfarm.xapi.outbox import XapiDelivery
+from vidfarm.xapi.delivery import XapiDelivery
 
 log = logging.getLogger(__name__)
 

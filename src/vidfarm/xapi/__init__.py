@@ -1,6 +1,7 @@
 """xAPI: player events become Video Profile statements, kept in an SQL outbox, sent to an LRS."""
 
-from vidfarm.xapi.outbox import XapiDelivery, outbox_status
+from vidfarm.xapi.delivery import XapiDelivery
+from vidfarm.xapi.outbox import outbox_status
 from vidfarm.xapi.statements import ActorPolicy, Viewer, build_statement, validate_event
 
 __all__ = [

@@ -17,7 +17,7 @@ from vidfarm.api.deps import RuntimeDep, SessionDep, WorkerAuth
 from vidfarm.claims import OutputRecord
 from vidfarm.errors import InvalidTransition, StaleAttempt, error_from_report
 from vidfarm.models import JobStatus
-from vidfarm.xapi import outbox
+from vidfarm.xapi import delivery, outbox
 
 router = APIRouter(prefix="/api/v1/worker", tags=["worker"])
 
@@ -187,7 +187,7 @@ def xapi_claim(
     body: XapiClaimRequest, runtime: RuntimeDep, session: SessionDep, _: WorkerAuth
 ) -> dict[str, Any]:
     """Lease a batch of due statements to a remote delivery worker (the `xapi` queue)."""
-    lease = outbox.delivery_lease_seconds(runtime.settings)
+    lease = delivery.delivery_lease_seconds(runtime.settings)
     rows = outbox.claim_due(session, body.limit, lease)
     return {
         "lease_seconds": lease,
