@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from fixtures_media import MAX_WER, REFERENCE, MakeMedia
 from vidfarm.claims import Claim, OutputRecord
-from vidfarm.cli.app import guarded
+from vidfarm.cli.support import guarded
 from vidfarm.cli.transcribe import transcribe
 from vidfarm.config import Settings
 from vidfarm.errors import (
