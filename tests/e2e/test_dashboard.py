@@ -304,9 +304,6 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     page.wait_for_selector("#transport")
     assert page.locator("#transport strong").text_content() == "local"
     assert page.locator('#worker-list tr[data-worker="embedded pool"]').is_visible()
-    if "/api/v1/runners" not in server.routes:
-        screenshot(page, "08-workers")
-        pytest.skip("runners API not present yet")
     url, token = request.getfixturevalue("runner_manager")
 
     page.fill("#runner-add #runner-name", "e2e runner")

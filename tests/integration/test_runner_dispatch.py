@@ -711,8 +711,6 @@ class RunnerProcess:
 
 @pytest.fixture
 def runner_processes(tmp_path: Path) -> Iterator[Callable[[int], list[RunnerProcess]]]:
-    if not (Path(__file__).parents[2] / "src" / "vidfarm" / "runner" / "app.py").exists():
-        pytest.skip("`vidfarm runner` (Role 1) is not there yet")
     made: list[RunnerProcess] = []
     with ExitStack() as databases:  # each runner is its own instance, with its own database
 
