@@ -204,7 +204,8 @@ class Settings(BaseSettings):
         description="Tokens clients (Esup-Pod) use to call `vidfarm runner`: comma or JSON list.",
     )
     runner_capacity: Annotated[int, Field(ge=1, le=64)] | None = Field(
-        default=None, description="Tasks `vidfarm runner` runs at once; empty: worker_concurrency."
+        default=None,
+        description="Tasks `vidfarm runner` runs at once; empty: a quarter of the cores, 2 to 8.",
     )
     runner_allow_private_urls: bool = Field(
         default=False,
@@ -223,7 +224,8 @@ class Settings(BaseSettings):
         default=60.0, description="Seconds before the 2nd notification try; x1.5 per try."
     )
     runner_notify_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
-        default=30.0, description="Time limit of one notification request."
+        default=15.0,
+        description="Seconds to wait for the answer to a notification (as Esup-Runner).",
     )
     runner_default_language: str = Field(
         default="en", description="Transcription language when a task says `auto` or nothing."
