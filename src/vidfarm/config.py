@@ -261,6 +261,10 @@ class Settings(BaseSettings):
     runners_request_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0, description="Time limit of one request to a runner manager (Pod: 30 s)."
     )
+    runners_max_refusals: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3,
+        description="Submission passes in which managers refused a job (4xx) before it fails.",
+    )
     runners_busy_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=30.0,
         description="A manager that answered 503 or failed is not asked again for this long.",
