@@ -203,9 +203,17 @@ def _aac_args(profile: Profile, bitrate: int) -> list[str]:
 
 
 def _hls_options(profile: Profile, name: str) -> str:
+    """HLS muxer options, the same whether the HLS muxer is an output of its own or a slave
+    of the tee muxer.
+
+    `max_delay=0`: the MPEG-TS muxer shifts every timestamp by twice its muxing delay. The
+    ffmpeg CLI gives a direct output 0.7 s (`-muxdelay`), a tee slave gets 0: a rendition
+    muxed to HLS alone (1080p, HLS only in Pod's ladder) started 1.4 s after the others.
+    """
     return ":".join(
         [
             "f=hls",
+            "max_delay=0",
             f"hls_time={profile.segment_duration:g}",
             "hls_playlist_type=vod",
             "hls_flags=independent_segments",
