@@ -1,11 +1,13 @@
-"""HLS packaging facts that ffmpeg does not write for us: the master playlist.
+"""HLS packaging facts that ffmpeg does not write for us: the master playlist, tidy tails.
 
 BANDWIDTH is measured, not guessed: the peak segment bit rate of each variant (video and audio
-together, container overhead included), as RFC 8216 asks; AVERAGE-BANDWIDTH is the mean.
+together, container overhead included) as RFC 8216 section 4.3.4.2 defines it, over runs of
+segments lasting 0.5 to 1.5 target durations; AVERAGE-BANDWIDTH is the mean.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +52,75 @@ def read_media_playlist(path: Path) -> list[Segment]:
     return segments
 
 
-def measure_bandwidth(folder: Path, segments: list[Segment]) -> tuple[int, int]:
-    """(peak, average) bits per second over a variant's segments."""
+def read_target_duration(path: Path) -> int:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            return int(line.split(":", 1)[1])
+    raise ValueError(f"{path.name} has no EXT-X-TARGETDURATION")
+
+
+def measure_bandwidth(folder: Path, segments: list[Segment], target: float) -> tuple[int, int]:
+    """(peak, average) bits per second over a variant's segments.
+
+    The peak is RFC 8216's "peak segment bit rate": the highest rate of any run of contiguous
+    segments lasting 0.5 to 1.5 target durations (the whole variant when it is shorter), so
+    a sub-second tail made mostly of headers does not set it.
+    """
     if not segments:
         return 0, 0
     sizes = [(folder / s.uri).stat().st_size for s in segments]
-    peak = max(size * 8 / max(s.duration, 0.001) for size, s in zip(sizes, segments, strict=True))
-    total = sum(s.duration for s in segments)
-    return round(peak), round(sum(sizes) * 8 / max(total, 0.001))
+    durations = [max(s.duration, 0.001) for s in segments]
+    peak = 0.0
+    for first in range(len(segments)):
+        size, duration = 0, 0.0
+        for index in range(first, len(segments)):
+            size += sizes[index]
+            duration += durations[index]
+            if duration > 1.5 * target + 1e-6:
+                break
+            if duration >= 0.5 * target - 1e-6:
+                peak = max(peak, size * 8 / duration)
+    average = sum(sizes) * 8 / sum(durations)
+    return round(peak or average), round(average)
+
+
+def merge_short_tail(playlist: Path, shortest: float) -> None:
+    """Append a last segment shorter than `shortest` seconds to the segment before it.
+
+    ffmpeg cuts a segment at the first keyframe past each segment length, so a source that
+    lasts a little more than a multiple of it ends in a segment of a frame or two. MPEG-TS
+    segments of one muxer concatenate into one valid stream (same PIDs, continuity counters
+    carry on), so this is packaging only: nothing is encoded again.
+    """
+    if not playlist.exists():
+        return
+    lines = playlist.read_text(encoding="utf-8").splitlines()
+    entries = [i for i, line in enumerate(lines) if line.startswith("#EXTINF:")]
+    if len(entries) < 2:
+        return
+    before, last = entries[-2], entries[-1]
+    last_duration = _extinf(lines[last])
+    if last_duration >= shortest:
+        return
+    kept, tail = playlist.parent / lines[before + 1], playlist.parent / lines[last + 1]
+    with kept.open("ab") as sink, tail.open("rb") as source:
+        while block := source.read(1 << 20):
+            sink.write(block)
+    tail.unlink()
+    merged = _extinf(lines[before]) + last_duration
+    lines[before] = f"#EXTINF:{merged:.6f},"
+    del lines[last : last + 2]
+    longest = max(_extinf(lines[i]) for i in entries[:-1])
+    for i, line in enumerate(lines):
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            # RFC 8216 4.3.3.1: every EXTINF, rounded to the nearest integer, <= the target.
+            target = max(int(line.split(":", 1)[1]), math.floor(longest + 0.5))
+            lines[i] = f"#EXT-X-TARGETDURATION:{target}"
+    playlist.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _extinf(line: str) -> float:
+    return float(line[len("#EXTINF:") :].split(",")[0])
 
 
 def h264_codec_string(profile: str | None, level: int | None) -> str:

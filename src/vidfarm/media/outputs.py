@@ -19,6 +19,7 @@ from vidfarm.media.hls import (
     master_playlist,
     measure_bandwidth,
     read_media_playlist,
+    read_target_duration,
 )
 from vidfarm.media.plan import EncodePlan, SpritePlan
 
@@ -125,7 +126,8 @@ def _variant(folder: Path, playlist: str, plan: EncodePlan) -> Variant:
     segments = read_media_playlist(folder / playlist)
     if not segments:
         raise InvalidMedia(f"{playlist} has no segment: the source has no decodable frames")
-    peak, average = measure_bandwidth(folder, segments)
+    target = read_target_duration(folder / playlist)
+    peak, average = measure_bandwidth(folder, segments, target)
     return Variant(
         playlist=playlist,
         bandwidth=peak,

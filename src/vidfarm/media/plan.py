@@ -56,6 +56,15 @@ class EncodePlan:
     def dash(self) -> bool:
         return "dash" in self.formats
 
+    @property
+    def hls_playlists(self) -> list[str]:
+        """The media playlists ffmpeg writes, one per variant."""
+        if self.ladder is None:
+            return ["audio.m3u8"]
+        if not self.hls or self.dash:
+            return []
+        return [f"{rendition.name}.m3u8" for rendition in self.ladder.renditions]
+
 
 def plan_encode(
     info: MediaInfo,
