@@ -12,6 +12,8 @@ from vidfarm.media.plan import EncodePlan
 from vidfarm.media.profiles import Profile
 
 DASH_MANIFEST = "manifest.mpd"
+#: x264's VBV buffer, in seconds at its rate (Pod's bufsize = maxrate is one second).
+VBV_BUFFER_SECONDS = 1.0
 
 
 def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
@@ -182,13 +184,14 @@ def _x264_args(
     profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v"
 ) -> list[str]:
     """x264 options for the video stream(s) matching `spec` in the current output."""
+    maxrate, bufsize = vbv_limits(rendition.max_video_bitrate, ladder.segment_duration)
     options = {
         "c": "libx264",
         "preset": profile.preset,
         "profile": profile.x264_profile,
         "crf": str(profile.crf),
-        "maxrate": str(rendition.max_video_bitrate),
-        "bufsize": str(rendition.max_video_bitrate * 2),
+        "maxrate": str(maxrate),
+        "bufsize": str(bufsize),
         "g": str(ladder.gop_frames),
         "sc_threshold": "0",
         "force_key_frames": f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})",
@@ -196,6 +199,19 @@ def _x264_args(
         "fps_mode": "vfr",
     }
     return [part for key, value in options.items() for part in (f"-{key}:{spec}", value)]
+
+
+def vbv_limits(max_bitrate: int, segment_duration: float) -> tuple[int, int]:
+    """x264 (maxrate, bufsize) that make the profile's maximum a real cap on every segment.
+
+    Over any span of t seconds VBV lets through at most maxrate * t + bufsize bits. With
+    x264's maxrate at the profile's, a full buffer let a segment's video run 1 + buffer /
+    segment times over it (1.25x, 1.5x with the former 2 s buffer); the first segment always
+    does, x264 starting 90 % full. Solving maxrate * (segment + buffer) = max * segment
+    keeps every full segment at or under the profile's maximum.
+    """
+    rate = round(max_bitrate * segment_duration / (segment_duration + VBV_BUFFER_SECONDS))
+    return rate, round(rate * VBV_BUFFER_SECONDS)
 
 
 def _aac_args(profile: Profile, bitrate: int) -> list[str]:
