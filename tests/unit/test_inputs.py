@@ -211,6 +211,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
         "text": folder / "notes.mp4",
         "still": folder / "picture.png",
         "truncated": folder / "truncated.mp4",
+        "no_index": folder / "no-index.mp4",
     }
     files["empty"].write_bytes(b"")
     files["random"].write_bytes(os.urandom(64 * 1024))
@@ -220,6 +221,10 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
     run_ffmpeg_cli("-i", str(hd_clip), "-c", "copy", "-movflags", "+faststart", str(faststart))
     data = faststart.read_bytes()
     files["truncated"].write_bytes(data[: len(data) // 2])
+    index_last = folder / "index-last.mp4"  # ffmpeg's default: the moov box after the media
+    run_ffmpeg_cli("-i", str(hd_clip), "-c", "copy", str(index_last))
+    data = index_last.read_bytes()
+    files["no_index"].write_bytes(data[: len(data) // 2])
     return files
 
 
@@ -231,6 +236,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
         ("text", "not a media file"),
         ("still", "still image"),
         ("truncated", "truncated"),
+        ("no_index", "truncated or incomplete"),
     ],
 )
 def test_bad_input_fails_permanently_with_one_line(
