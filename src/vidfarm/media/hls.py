@@ -30,6 +30,45 @@ class Segment:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Media:
+    """An EXT-X-MEDIA rendition: an alternate audio track or a subtitle."""
+
+    type: str  # "AUDIO" or "SUBTITLES"
+    group: str
+    name: str
+    language: str | None
+    uri: str | None  # None: an audio rendition carried inside the variants themselves
+    default: bool = False
+
+
+#: ISO 639-2 codes (what Matroska and MP4 tags hold) to the shortest tag RFC 5646 prefers.
+_ISO_639_1 = {
+    "eng": "en", "fra": "fr", "fre": "fr", "deu": "de", "ger": "de", "spa": "es",
+    "ita": "it", "nld": "nl", "dut": "nl", "por": "pt", "cat": "ca", "eus": "eu",
+    "baq": "eu", "bre": "br", "oci": "oc", "ara": "ar", "zho": "zh", "chi": "zh",
+    "jpn": "ja", "rus": "ru", "pol": "pl",
+}  # fmt: skip
+
+
+def language_tag(code: str | None) -> str | None:
+    """A stream's language tag for LANGUAGE=, or None when unknown ("und")."""
+    if not code or code.strip().lower() in ("und", "unk", "mis", "zxx"):
+        return None
+    lowered = code.strip().lower()
+    return _ISO_639_1.get(lowered, lowered)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """NAME must be unique within a group: "French", "French 2", ..."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name} {seen[name]}")
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     playlist: str  # file name relative to the master playlist
     bandwidth: int
@@ -141,8 +180,23 @@ def codecs_of(media_file: Path) -> str:
     return ",".join(names)
 
 
-def master_playlist(variants: list[Variant]) -> str:
+def master_playlist(variants: list[Variant], media: list[Media] | None = None) -> str:
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    groups: dict[str, str] = {}
+    for item in media or []:
+        groups.setdefault(item.type, item.group)
+        attributes = [f"TYPE={item.type}", f'GROUP-ID="{item.group}"', f'NAME="{item.name}"']
+        if item.language:
+            attributes.append(f'LANGUAGE="{item.language}"')
+        attributes.append(f"DEFAULT={'YES' if item.default else 'NO'}")
+        attributes.append(f"AUTOSELECT={'YES' if item.default or item.language else 'NO'}")
+        if item.type == "SUBTITLES":
+            attributes.append("FORCED=NO")
+        if item.type == "AUDIO":
+            attributes.append('CHANNELS="2"')
+        if item.uri:
+            attributes.append(f'URI="{item.uri}"')
+        lines.append("#EXT-X-MEDIA:" + ",".join(attributes))
     for variant in sorted(variants, key=lambda v: v.bandwidth):
         attributes = [
             f"BANDWIDTH={variant.bandwidth}",
@@ -153,6 +207,8 @@ def master_playlist(variants: list[Variant]) -> str:
         if variant.frame_rate:
             attributes.append(f"FRAME-RATE={variant.frame_rate:.3f}")
         attributes.append(f'CODECS="{variant.codecs}"')
+        for kind, group in groups.items():
+            attributes.append(f'{kind}="{group}"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attributes))
         lines.append(variant.playlist)
     return "\n".join(lines) + "\n"

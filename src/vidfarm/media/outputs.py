@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfarm.errors import InvalidMedia
+from vidfarm.media.alternates import SUBTITLE_PLAYLIST_KIND, subtitle_media
 from vidfarm.media.arguments import DASH_MANIFEST
 from vidfarm.media.hls import (
     AAC_LC,
@@ -104,7 +105,11 @@ def _hls_outputs(plan: EncodePlan, folder: Path) -> list[dict[str, Any]]:
             )
             variants.append(variant)
             entries.append(_hls_entry(folder, variant, rendition.width, rendition.height))
-    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
+    media = subtitle_media(plan, folder)
+    for item in media:
+        assert item.uri is not None
+        entries.append(_entry(folder, item.uri, SUBTITLE_PLAYLIST_KIND))
+    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants, media), encoding="utf-8")
     peak = max(v.bandwidth for v in variants)
     return [_entry(folder, MASTER_PLAYLIST, "hls_master", bandwidth=peak), *entries]
 

@@ -68,6 +68,7 @@ class AudioStreamInfo:
     sample_rate: int
     bitrate: int | None
     language: str | None = None
+    title: str | None = None  # the stream's "title" tag, e.g. "Audio description"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,7 @@ class SubtitleStreamInfo:
     codec: str
     text_based: bool
     language: str | None = None
+    title: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +163,7 @@ def _describe(container: Any, source: Path, size: int, label: str) -> MediaInfo:
                     sample_rate=int(cc.sample_rate or 0),
                     bitrate=int(cc.bit_rate or 0) or None,
                     language=language,
+                    title=stream.metadata.get("title"),
                 )
             )
         elif stream.type == "subtitle":
@@ -170,6 +173,7 @@ def _describe(container: Any, source: Path, size: int, label: str) -> MediaInfo:
                     codec=codec,
                     text_based=codec in TEXT_SUBTITLE_CODECS,
                     language=language,
+                    title=stream.metadata.get("title"),
                 )
             )
     if not video and not audio:
