@@ -92,3 +92,71 @@ def test_served_master_adds_transcriptions_beside_embedded_subtitles(multitrack_
     languages = [m.language for m in master.media if m.type == "SUBTITLES"]
     assert sorted(languages) == ["de", "en", "fr"]
     assert all(p.stream_info.subtitles == "subs" for p in master.playlists)
+
+
+def audio_streams(path: Path) -> list[tuple[str | None, float]]:
+    """(language tag, duration) of every audio stream of a file, read by demuxing."""
+    import av
+
+    found = []
+    with av.open(str(path)) as container:
+        for stream in container.streams.audio:
+            packets = [p for p in container.demux(stream) if p.pts is not None]
+            times = [float(p.pts * stream.time_base) for p in packets]
+            container.seek(0)
+            found.append((stream.metadata.get("language"), max(times) - min(times)))
+    return found
+
+
+def test_every_audio_track_is_an_alternate_rendition_and_in_the_mp4s(multitrack_encode) -> None:  # type: ignore[no-untyped-def]
+    out, result = multitrack_encode
+    audio = media_of(out, "AUDIO")
+    assert [(m.language, m.name, m.default, m.uri) for m in audio] == [
+        ("en", "English", "YES", None),  # carried inside the variants
+        ("fr", "Audio description", "NO", "audio-track-1.m3u8"),
+    ]
+    master = m3u8.load(str(out / "master.m3u8"))
+    assert all(p.stream_info.audio == "audio" for p in master.playlists)
+    alternate = m3u8.load(str(out / "audio-track-1.m3u8"))
+    assert sum(s.duration for s in alternate.segments) == pytest.approx(3.0, abs=0.05)
+    segment = out / alternate.segments[0].uri
+    assert [lang for lang, _ in audio_streams(segment)] == ["fra"]  # one audio stream
+    # The alternate is the 880 Hz track, not a copy of the first one.
+    import av
+    import numpy as np
+
+    def pitch(path: Path, index: int) -> float:
+        with av.open(str(path)) as container:
+            samples = np.concatenate(
+                [f.to_ndarray()[0] for f in container.decode(container.streams.audio[index])]
+            )
+        spectrum = np.abs(np.fft.rfft(samples[:48000]))
+        return float(np.argmax(spectrum[1:]) + 1) * 48000 / min(len(samples), 48000)
+
+    assert pitch(segment, 0) == pytest.approx(880, rel=0.02)
+    variant_segment = out / m3u8.load(str(out / "360p.m3u8")).segments[0].uri
+    assert len(audio_streams(variant_segment)) == 1  # the variant TS keeps only the first
+    assert pitch(variant_segment, 0) == pytest.approx(440, rel=0.02)
+    mp4 = audio_streams(out / "360p.mp4")
+    assert [lang for lang, _ in mp4] == ["eng", "fra"]
+    assert all(duration == pytest.approx(3.0, abs=0.1) for _, duration in mp4)
+    assert pitch(out / "360p.mp4", 1) == pytest.approx(880, rel=0.02)
+    # BANDWIDTH covers the variant plus the alternate a player fetches beside it.
+    kinds = {e["path"]: e for e in result.manifest["outputs"]}
+    assert kinds["audio-track-1.m3u8"]["kind"] == "hls_audio"
+    assert result.manifest["dropped"] == []
+
+
+def test_what_cannot_be_carried_is_listed(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
+    """An audio-only source keeps its first track only, and says so."""
+    source = make_media(
+        "two-audio.mka",
+        "-f", "lavfi", "-i", "sine=f=440:d=2", "-f", "lavfi", "-i", "sine=f=880:d=2",
+        "-map", "0", "-map", "1", "-c:a", "aac", "-metadata:s:a:1", "language=fra",
+    )  # fmt: skip
+    result = encode(source, tmp_path / "out", profile=fast_profile, ffmpeg=ffmpeg_executable())
+    assert result.manifest["dropped"] == [
+        "audio stream 1 (fra): only the first audio track is kept in an audio-only encode"
+    ]

@@ -1,4 +1,4 @@
-"""Alternate renditions of an HLS master: embedded subtitles (and extra audio tracks).
+"""Alternate renditions of an HLS master: embedded subtitles and extra audio tracks.
 
 The served master gains transcriptions later (api/media.py adds them to the same "subs"
 group); what the source itself carries is known at encode time, so it is written into the
@@ -14,6 +14,29 @@ from vidfarm.media.plan import EncodePlan
 from vidfarm.transcribe.hls import GROUP_ID, LANGUAGE_NAMES, subtitle_playlist
 
 SUBTITLE_PLAYLIST_KIND = "subtitle-playlist"  # the kind transcriptions' playlists have too
+AUDIO_GROUP = "audio"
+
+
+def audio_media(plan: EncodePlan) -> list[Media]:
+    """The AUDIO group when the source has several audio tracks (none otherwise): the first
+    track rides in the variants (no URI, DEFAULT), each other one is its own playlist."""
+    if not plan.extra_audio or plan.info.main_audio is None:
+        return []
+    tracks = [(plan.info.main_audio, None), *((s, f"{name}.m3u8") for s, name in plan.extra_audio)]
+    labels = unique_names(
+        [_label(s.title, s.language, f"Audio {n}") for n, (s, _) in enumerate(tracks, 1)]
+    )
+    return [
+        Media(
+            type="AUDIO",
+            group=AUDIO_GROUP,
+            name=label,
+            language=language_tag(stream.language),
+            uri=uri,
+            default=uri is None,
+        )
+        for (stream, uri), label in zip(tracks, labels, strict=True)
+    ]
 
 
 def subtitle_media(plan: EncodePlan, folder: Path) -> list[Media]:

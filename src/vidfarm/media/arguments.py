@@ -114,12 +114,18 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
         args += ["-map", f"[v{i}]"]
         if plan.has_audio:
             args += ["-map", "0:a:0"]
+        extras = plan.extra_audio if rendition.mp4 else []
+        for stream, _ in extras:  # every audio track in the MP4s
+            args += ["-map", f"0:{stream.index}"]
         args += _x264_args(profile, ladder, rendition)
         if plan.has_audio:
             args += _aac_args(profile, rendition.audio_bitrate)
         muxers = []
         if plan.hls:
-            muxers.append((_hls_options(profile, rendition.name), f"{rendition.name}.m3u8"))
+            hls = _hls_options(profile, rendition.name)
+            if extras:  # the variant carries video and the first audio; the rest are alternates
+                hls = f"select={'0,1' if plan.has_audio else '0'}:{hls}"
+            muxers.append((hls, f"{rendition.name}.m3u8"))
         if rendition.mp4:
             muxers.append(("f=mp4:movflags=+faststart", f"{rendition.name}.mp4"))
         if len(muxers) == 1:
@@ -127,6 +133,11 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             args += [*_as_flags(options), name]
         else:  # one encoded stream, several files: ffmpeg's tee muxer
             args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
+    if plan.hls and not plan.dash:
+        for stream, name in plan.extra_audio:  # encoded once, an HLS alternate rendition
+            args += ["-map", f"0:{stream.index}", "-vn"]
+            args += _aac_args(profile, ladder.top.audio_bitrate)
+            args += [*_as_flags(_hls_options(profile, name)), f"{name}.m3u8"]
     # Image outputs pass frames through as they come: the default (constant frame rate) would
     # repeat the last picture at every frame tick until the next one, encoding thousands.
     image = ["-fps_mode", "passthrough", "-update", "1"]
