@@ -76,7 +76,8 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
     profile = plan.profile
     prelude: list[str] = []
     if video.interlaced:
-        prelude.append("bwdif=mode=send_frame:deint=interlaced")
+        mode = "send_field" if profile.deinterlace == "field" else "send_frame"
+        prelude.append(f"bwdif=mode={mode}:deint=interlaced")
     if ladder.fps:
         prelude.append(f"fps={ladder.fps:.6f}")
     branches = len(ladder.renditions) + len(plan.thumbnails_at) + (1 if plan.sprite else 0)
