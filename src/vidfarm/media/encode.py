@@ -20,10 +20,14 @@ from typing import Any
 from vidfarm.errors import InvalidParameters
 from vidfarm.media.arguments import build_ffmpeg_args, build_subtitle_args
 from vidfarm.media.ffmpeg import FFmpegRun, run_ffmpeg
+from vidfarm.media.hls import merge_short_tail
 from vidfarm.media.outputs import MANIFEST_NAME, describe_outputs
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import Profile, RenditionSpec
+
+#: A last HLS segment shorter than this fraction of the segment length joins the one before.
+TAIL_FRACTION = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +83,8 @@ def encode(
                 cwd=staging,
                 time_limit=max(time_limit_min, plan.duration),
             )
+        for playlist in plan.hls_playlists:
+            merge_short_tail(staging / playlist, plan.profile.segment_duration * TAIL_FRACTION)
         manifest = describe_outputs(plan, staging)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if out_dir.exists():

@@ -78,6 +78,9 @@ class Profile(BaseModel):
     segment_duration: Annotated[float, Field(ge=2, le=6)] = 4.0
     threshold: Annotated[float, Field(ge=0, le=100)] = 0
     audio_sample_rate: Literal[44100, 48000] = 48000
+    #: Interlaced sources: "frame" makes one picture per frame (25i -> 25p), "field" one per
+    #: field (25i -> 50p, smoother motion, more bits).
+    deinterlace: Literal["frame", "field"] = "frame"
     audio_only_bitrate: Bitrate = 192_000
     mp3_quality: Annotated[int, Field(ge=0, le=9)] = 2
     renditions: Annotated[list[RenditionSpec], Field(min_length=1)]
