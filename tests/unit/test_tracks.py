@@ -13,8 +13,8 @@ import webvtt_check
 from fixtures_media import MakeMedia, run_ffmpeg_cli, video_args
 from vidfarm.media.encode import EncodeResult, encode
 from vidfarm.media.profiles import Profile
+from vidfarm.media.subtitles import add_subtitles
 from vidfarm.media.tools import ffmpeg_executable
-from vidfarm.transcribe.hls import add_subtitles
 
 SRT_FR = (
     "1\n00:00:00,200 --> 00:00:01,000\nBonjour\n\n2\n00:00:01,500 --> 00:00:02,500\nAu revoir\n"

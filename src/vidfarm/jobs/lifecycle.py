@@ -115,9 +115,7 @@ def mark_queued(session: Session, job_ids: Sequence[str]) -> list[str]:
     return moved
 
 
-def unqueue(
-    session: Session, job_id: str, *, why: str | None = None, delay: float = 0.0
-) -> bool:
+def unqueue(session: Session, job_id: str, *, why: str | None = None, delay: float = 0.0) -> bool:
     """queued → pending: the transport could not take the job (no runner manager accepted).
 
     It keeps its place (priority, then age) and is offered again at the next tick. `why`, when

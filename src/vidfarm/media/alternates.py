@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vidfarm.media.hls import Media, language_tag, unique_names
 from vidfarm.media.plan import EncodePlan
-from vidfarm.transcribe.hls import GROUP_ID, LANGUAGE_NAMES, subtitle_playlist
+from vidfarm.media.subtitles import GROUP_ID, LANGUAGE_NAMES, subtitle_playlist
 
 SUBTITLE_PLAYLIST_KIND = "subtitle-playlist"  # the kind transcriptions' playlists have too
 AUDIO_GROUP = "audio"
