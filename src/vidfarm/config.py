@@ -170,11 +170,17 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         default="", description="Celery broker (redis://... or amqp://...); empty: embedded pool."
     )
-    queue_encoding: str = Field(default="encoding", description="Celery queue for encodes.")
+    # Prefixed so they never meet another application's queues on a shared broker (Pod uses
+    # `encoding`, `transcripting` and `xapi`).
+    queue_encoding: str = Field(default="vidfarm.encoding", description="Celery queue for encodes.")
     queue_transcription: str = Field(
-        default="transcription", description="Celery queue for transcriptions."
+        default="vidfarm.transcription", description="Celery queue for transcriptions."
     )
-    queue_xapi: str = Field(default="xapi", description="Celery queue for xAPI delivery.")
+    queue_xapi: str = Field(default="vidfarm.xapi", description="Celery queue for xAPI delivery.")
+    queue_dead: str = Field(
+        default="vidfarm.dead",
+        description="Where a worker moves messages found on vidfarm's queues that are not its own.",
+    )
     broker_visibility_timeout: Annotated[int, Field(ge=60)] = Field(
         default=43200,
         description="Seconds before Redis redelivers an unacknowledged task; > longest job.",

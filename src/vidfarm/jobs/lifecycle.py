@@ -141,6 +141,28 @@ def unqueue(session: Session, job_id: str, *, why: str | None = None, delay: flo
     return result.rowcount == 1
 
 
+def note_waiting(session: Session, job_ids: Sequence[str], why: str, *, cause: str) -> None:
+    """Say on waiting jobs why they wait (API, CLI, dashboard): `error`, class `cause`."""
+    with write_transaction(session):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.status.in_(WAITING))
+            .values(error=one_line(why), error_class=cause)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def clear_waiting(session: Session, job_ids: Sequence[str], *, cause: str) -> None:
+    """The reason `cause` no longer holds these jobs back: forget it."""
+    with write_transaction(session):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.error_class == cause)
+            .values(error=None, error_class=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def mark_republished(session: Session, job_ids: Sequence[str]) -> None:
     """A queued job's message was published again: restart its republish clock."""
     now = utcnow()
