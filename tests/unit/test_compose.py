@@ -23,6 +23,9 @@ from vidfarm.media.compose import (
     compose,
     split_label,
 )
+from vidfarm.media.encode import encode
+from vidfarm.media.profiles import Profile
+from vidfarm.media.tools import ffmpeg_executable
 
 BLACK, RED, BLUE, GREEN = (0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)
 FRAME = 1 / 25
@@ -299,3 +302,27 @@ def test_ffmpeg_never_sees_a_shell_string(main_clip: Path, logo: Path) -> None:
         "-i",
         f"file:{logo.resolve()}",
     ]
+
+
+def test_encode_runs_the_ladder_on_the_composed_stream_in_one_pass(
+    main_clip: Path, opening: Path, logo: Path, fast_profile: Profile, tmp_path: Path
+) -> None:
+    dressing = Dressing(watermark=Watermark(image=logo), opening=opening)
+    composition = Composition(main=main_clip, cut=Cut(start=1.0), dressing=dressing)
+    result = encode(
+        main_clip, tmp_path / "out", profile=fast_profile, ffmpeg=ffmpeg_executable(),
+        composition=composition, formats=["mp4"],
+    )  # fmt: skip
+    videos = [o["path"] for o in result.manifest["outputs"] if o["path"].endswith(".mp4")]
+    assert videos
+    for name in videos:
+        out = tmp_path / "out" / name
+        assert read_video(out).duration == pytest.approx(3.0, abs=FRAME)  # 1 + (3 - 1)
+        assert audio_span(out) == pytest.approx(3.0, abs=0.05)
+    top = tmp_path / "out" / videos[-1]
+    assert near(picture(top, 2.0)[18, 320 - 9 - 18], RED)
+    with pytest.raises(InvalidParameters, match="belongs to the composition"):
+        encode(
+            main_clip, tmp_path / "again", profile=fast_profile, ffmpeg=ffmpeg_executable(),
+            composition=composition, start=1.0,
+        )  # fmt: skip
