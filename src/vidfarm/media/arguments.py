@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidfarm.media.compose import ComposedGraph, split_label
 from vidfarm.media.ladder import Ladder, Rendition
 from vidfarm.media.plan import EncodePlan
 from vidfarm.media.profiles import Profile
@@ -16,17 +17,28 @@ DASH_MANIFEST = "manifest.mpd"
 VBV_BUFFER_SECONDS = 1.0
 
 
-def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
-    """The whole pass as an argument list; output names are relative to the output folder."""
-    args = _input_args(plan, source)
+def build_ffmpeg_args(
+    plan: EncodePlan, source: Path, composed: ComposedGraph | None = None
+) -> list[str]:
+    """The whole pass as an argument list; output names are relative to the output folder.
+
+    With `composed` (Pod's dressing or studio, see compose.py), its inputs replace the source
+    and its labels replace the source's first video and audio streams; `plan` must then be
+    planned on `composed.info`, with no cut of its own (the composition holds it)."""
+    if composed is None:
+        args = _input_args(plan, source)
+        audio = _SourceAudio()
+    else:
+        args = list(composed.inputs)
+        audio = _SourceAudio(composed, plan)
     if plan.ladder is not None:
-        args += _video_args(plan, plan.ladder)
+        args += _video_args(plan, plan.ladder, composed, audio)
     else:
         args += _audio_only_args(plan)
     if plan.has_audio:
         args += [
             "-map",
-            "0:a:0",
+            audio.next(),
             "-vn",
             "-c:a",
             "libmp3lame",
@@ -70,7 +82,30 @@ def _input_args(plan: EncodePlan, source: Path) -> list[str]:
     return [*args, "-i", f"file:{source.resolve()}"]
 
 
-def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+class _SourceAudio:
+    """The main audio's map: `0:a:0`, or one split of the composed audio per consumer."""
+
+    def __init__(self, composed: ComposedGraph | None = None, plan: EncodePlan | None = None):
+        self.graph = ""
+        self.labels = ["0:a:0"]
+        if composed is not None and composed.audio is not None and plan is not None:
+            ladder_outputs = 1 if plan.dash or plan.ladder is None else len(plan.ladder.renditions)
+            self.graph, self.labels = split_label(
+                composed.audio, ladder_outputs + 1, audio=True, prefix="ca"
+            )
+        self.composed = composed is not None
+
+    def next(self) -> str:
+        return self.labels.pop(0) if self.composed else self.labels[0]
+
+
+def _video_args(
+    plan: EncodePlan,
+    ladder: Ladder,
+    composed: ComposedGraph | None = None,
+    audio: _SourceAudio | None = None,
+) -> list[str]:
+    audio = audio or _SourceAudio()
     video = plan.info.main_video
     assert video is not None
     profile = plan.profile
@@ -83,7 +118,10 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
     branches = len(ladder.renditions) + len(plan.thumbnails_at) + (1 if plan.sprite else 0)
     labels = [f"[b{i}]" for i in range(branches)]
     head = ",".join([*prelude, f"split={branches}"])
-    graph = [f"[0:{video.index}]{head}{''.join(labels)}"]
+    source = f"[0:{video.index}]" if composed is None else composed.video
+    graph = [f"{source}{head}{''.join(labels)}"]
+    if composed is not None:
+        graph = [composed.graph, *([audio.graph] if audio.graph else []), *graph]
     for i, rendition in enumerate(ladder.renditions):
         graph.append(
             f"[b{i}]scale={rendition.width}:{rendition.height}:flags=bicubic,setsar=1,"
@@ -110,13 +148,14 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
         )
     args = ["-filter_complex", ";".join(graph)]
     if plan.dash:
-        args += _dash_args(plan, ladder)
+        args += _dash_args(plan, ladder, audio)
     for i, rendition in enumerate([] if plan.dash else ladder.renditions):
         args += ["-map", f"[v{i}]"]
         if plan.has_audio:
-            args += ["-map", "0:a:0"]
+            args += ["-map", audio.next()]
+        # Every further audio track in the MP4s (a composition has one track: none here).
         extras = plan.extra_audio if rendition.mp4 else []
-        for stream, _ in extras:  # every audio track in the MP4s
+        for stream, _ in extras:
             args += ["-map", f"0:{stream.index}"]
         args += _x264_args(profile, ladder, rendition)
         if plan.has_audio:
@@ -149,14 +188,14 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
     return args
 
 
-def _dash_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+def _dash_args(plan: EncodePlan, ladder: Ladder, audio: _SourceAudio) -> list[str]:
     """All renditions in one DASH output (one adaptation set each for video and audio)."""
     args: list[str] = []
     for i, rendition in enumerate(ladder.renditions):
         args += ["-map", f"[v{i}]", *_x264_args(plan.profile, ladder, rendition, f"v:{i}")]
     sets = "id=0,streams=v"
     if plan.has_audio:
-        args += ["-map", "0:a:0", *_aac_args(plan.profile, ladder.top.audio_bitrate)]
+        args += ["-map", audio.next(), *_aac_args(plan.profile, ladder.top.audio_bitrate)]
         sets += " id=1,streams=a"
     return [
         *args,
