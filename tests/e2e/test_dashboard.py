@@ -215,6 +215,7 @@ def test_quality_switches_up_to_1080p_and_back_while_playing_without_a_stall(
 
     login(page, server, server.admin, hash=f"#/videos/{video_id}")
     page.wait_for_selector('#player[data-mode="hls"]')
+    wait_until(page, "document.querySelectorAll('#quality option').length === 4")  # manifest read
     assert page.locator("#quality option").all_text_contents() == [
         "Auto",
         "360p",
