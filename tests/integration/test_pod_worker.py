@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +28,7 @@ from celery import Celery
 from fixtures_media import run_ffmpeg_cli
 from fixtures_ralph import RALPH_PASSWORD, RALPH_USER
 from services import require_service
+from waiting import wait_until
 from webvtt_check import cues
 
 REDIS_DB = 14  # test_celery uses 11, test_shared_broker 13
@@ -162,16 +162,6 @@ def start_worker(
     return stop
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_pods_transcription_task_is_run_and_called_back(
     tmp_path: Path, broker: redis.Redis, pod: StandInPod, speech_clip: Path
 ) -> None:
@@ -183,7 +173,7 @@ def test_pods_transcription_task_is_run_and_called_back(
         pod.in_progress.add(42)
         publish = pods_publisher("transcripting_tasks", TRANSCRIPTION, "transcripting", BROKER)
         publish.delay(42, str(mp3), 12, "en")
-        text = wait_for(lambda: pod.tracks.get(42), 180, "Pod's transcription callback")
+        text = wait_until(lambda: pod.tracks.get(42), 180, "Pod's transcription callback")
     finally:
         worker = stop()
     assert worker.returncode == 0, (tmp_path / "pod-worker-transcripting.log").read_text()
@@ -217,7 +207,7 @@ def test_pods_statement_reaches_the_lrs_through_pods_url_form(
     )
     try:
         pods_publisher("xapi_tasks", XAPI, "xapi", BROKER).delay(statement)
-        stored = wait_for(
+        stored = wait_until(
             lambda: ralph.client().get_statement(statement_id), 60, "the statement in Ralph"
         )
     finally:

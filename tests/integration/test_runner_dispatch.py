@@ -45,6 +45,7 @@ from vidfarm.media.profiles import load_profile, profile_from_rendition_json
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Output, RunnerAssignment
 from vidfarm.runtime import Runtime, open_runtime
+from waiting import wait_until
 
 VIDFARM = [sys.executable, "-m", "vidfarm"]
 PROFILE = (
@@ -53,16 +54,6 @@ PROFILE = (
     'max_video_bitrate = "400k"\naudio_bitrate = "64k"\nmp4 = true\n'
 )
 GOOD_TOKEN = "manager-token-0123456789abcdef"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 class ServerThread:
