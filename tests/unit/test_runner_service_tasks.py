@@ -112,7 +112,8 @@ def test_job_params_carry_the_inline_ladder(settings: Settings) -> None:
     assert job_type == "encode" and params["start"] == 1.5 and params["end"] == 3.0
     profile = profile_for_params(params, "default", None)
     assert [r.height for r in profile.ladder] == [360]
-    assert tasks.job_for(request(parameters={}), settings) == ("encode", {})
+    assert profile.hls_single_file  # Pod's runner import needs <h>p.m3u8 + <h>p.ts
+    assert tasks.job_for(request(parameters={}), settings) == ("encode", {"hls_single_file": True})
 
 
 def test_transcription_language(settings: Settings) -> None:

@@ -148,7 +148,9 @@ def job_for(request: TaskRequest, settings: Settings) -> tuple[str, dict[str, An
         except InvalidParameters as error:
             raise InvalidParameters(f"parameters.language: {error}") from None
         return job_type, {"language": spec.language}
-    params: dict[str, Any] = {}
+    # Pod's runner import needs single-file HLS (`<h>p.m3u8` + `<h>p.ts`): every runner task
+    # gets it, whoever sends it (a vidfarm control plane imports either layout).
+    params: dict[str, Any] = {"hls_single_file": True}
     rendition = parameters.get("rendition")
     if rendition not in (None, "", {}):
         base = load_profile(settings.default_profile, settings.user_profiles_dir)
