@@ -20,6 +20,7 @@ from typing import Any
 
 import av
 import m3u8
+import numpy as np
 import pytest
 from test_runner_service import Runner, World, pod_body
 
@@ -220,3 +221,134 @@ def test_pod_imports_a_transcription_task(
     for name in vtts:
         text = (tmp_path / name).read_text()
         assert text.startswith("WEBVTT") and "-->" in text
+
+
+def colour_clip(
+    make_media: MakeMedia, name: str, colour: str, size: str, duration: float, *, audio: bool
+) -> Path:
+    args: tuple[str, ...] = ("-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=25:d={duration}")
+    if audio:
+        args += ("-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}")
+    args += ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+    if audio:
+        args += ("-c:a", "aac", "-shortest")
+    return make_media(name, *args)
+
+
+def serve(world: World, source: Path, name: str) -> str:
+    (world.files / name).write_bytes(source.read_bytes())
+    return f"{world.url}/files/{name}"
+
+
+def picture(path: Path, at: float) -> np.ndarray:
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            if frame.time is not None and frame.time >= at:
+                return frame.to_ndarray(format="rgb24")
+    raise AssertionError(f"no frame at {at} s")
+
+
+def near(pixel: np.ndarray, colour: tuple[int, int, int], tolerance: int = 45) -> bool:
+    return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tolerance))
+
+
+def spans(path: Path) -> tuple[float, float]:
+    """(video, audio) end times of a file, demuxed: equal when the sound is in sync."""
+    ends: dict[str, float] = {}
+    with av.open(str(path)) as container:
+        for packet in container.demux(container.streams.video[0], container.streams.audio[0]):
+            if packet.pts is None or not packet.duration:
+                continue
+            end = float((packet.pts + packet.duration) * packet.stream.time_base)
+            ends[packet.stream.type] = max(ends.get(packet.stream.type, 0.0), end)
+    return ends["video"], ends["audio"]
+
+
+def test_pod_imports_a_dressed_encoding_task(
+    runner: Runner, world: World, make_media: MakeMedia, tmp_path: Path
+) -> None:
+    """Watermark (top right, opaque) + opening credits (4:3, with sound) + silent ending."""
+    main = colour_clip(make_media, "pod-dress-main.mp4", "black", "640x360", 4, audio=True)
+    logo = make_media(
+        "pod-logo.png", "-f", "lavfi", "-i", "color=c=red:s=64x32,format=rgba", "-frames:v", "1"
+    )
+    opening = make_media(
+        "pod-opening.mp4",
+        *("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=1"),
+        *("-f", "lavfi", "-i", "sine=f=880:sample_rate=48000:d=1"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac"),
+        "-shortest",
+    )  # fmt: skip
+    ending = colour_clip(make_media, "pod-ending.mp4", "white", "640x360", 1, audio=False)
+    dressing = {  # runner_manager.py _attach_dressing_info
+        "watermark": serve(world, logo, "logo.png"),
+        "watermark_position": "top_right",
+        "watermark_opacity": "100",
+        "opening_credits": "opening-slug",
+        "opening_credits_video": serve(world, opening, "opening.mp4"),
+        "ending_credits": "ending-slug",
+        "ending_credits_video": serve(world, ending, "ending.mp4"),
+    }
+    body = pod_body(world, "files/" + serve(world, main, "dress-main.mp4").rsplit("/", 1)[1],
+                    "dressed", rendition=OLD_SHAPE, dressing=json.dumps(dressing))  # fmt: skip
+    task_id = run_task(runner, world, body)
+    fetch_result(runner, task_id, tmp_path)
+    info = pod_import(tmp_path, POD_TABLE)
+    assert info["duration"] == 6  # 1 s opening + 4 s main + 1 s ending
+    mp4 = tmp_path / "360p.mp4"
+    video_end, audio_end = spans(mp4)
+    assert video_end == pytest.approx(6.0, abs=0.1)
+    assert audio_end == pytest.approx(video_end, abs=0.1)  # the silent ending got silence
+    # Pod's watermark: 10 % of the height (36 px, 72 wide), 5 % (18 px) from the corner.
+    logo_pixel = (18 + 18, 640 - 18 - 36)
+    assert near(picture(mp4, 3.0)[logo_pixel], (255, 0, 0))
+    opening_frame = picture(mp4, 0.5)  # credits: 4:3 padded to 16:9, no watermark on them
+    assert near(opening_frame[logo_pixel], (0, 0, 0)) and near(opening_frame[180, 20], (0, 0, 0))
+    assert near(picture(mp4, 5.5)[180, 320], (255, 255, 255))
+    ts = tmp_path / "360p.ts"  # the HLS rendition is the same picture
+    assert near(picture(ts, 3.0 + picture_origin(ts))[logo_pixel], (255, 0, 0))
+
+
+def picture_origin(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return float(container.start_time or 0) / 1e6
+
+
+def test_pod_imports_a_studio_task(
+    runner: Runner, world: World, make_media: MakeMedia, tmp_path: Path
+) -> None:
+    """Opencast's mediapackage (piph), its SMIL cut; the presenter inset, the presenter's sound."""
+    slides = colour_clip(make_media, "pod-slides.mp4", "blue", "640x360", 4, audio=False)
+    camera = colour_clip(make_media, "pod-camera.mp4", "lime", "320x180", 4, audio=True)
+    smil = tmp_path / "cut.smil"
+    smil.write_text(
+        '<smil xmlns="http://www.w3.org/ns/SMIL"><body><par>'
+        '<video src="x" clipBegin="1s" clipEnd="3.5s"/></par></body></smil>'
+    )
+    xml = tmp_path / "mediapackage.xml"
+    xml.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<mediapackage xmlns="http://mediapackage.opencastproject.org" id="mp1" presenter="piph">'
+        f'<media><track type="presenter/source" id="t1"><url>{serve(world, camera, "cam.mp4")}'
+        f'</url></track><track type="presentation/source" id="t2"><url>'
+        f"{serve(world, slides, 'slides.mp4')}</url></track></media><metadata>"
+        f'<catalog type="smil/cutting" id="c1"><url>{serve(world, smil, "cut.smil")}</url>'
+        "</catalog></metadata></mediapackage>"
+    )
+    body = pod_body(world, "files/" + serve(world, xml, "mp.xml").rsplit("/", 1)[1], "studio")
+    body["task_type"] = "studio"
+    body["parameters"] = {"rendition": OLD_SHAPE}  # what Pod sends with a studio task
+    task_id = run_task(runner, world, body)
+    folder = tmp_path / "result"
+    fetch_result(runner, task_id, folder)
+    info = pod_import(folder, POD_TABLE)
+    assert info["duration"] == 2  # 3.5 - 1 s, Pod keeps whole seconds
+    mp4 = folder / "360p.mp4"
+    video_end, audio_end = spans(mp4)
+    assert video_end == pytest.approx(2.5, abs=0.1)
+    assert audio_end == pytest.approx(video_end, abs=0.1)  # the presenter's sound
+    frame = picture(mp4, 1.0)
+    assert frame.shape[:2] == (360, 640)
+    # piph: the presenter a quarter of the height (90 px, 160 wide), 10 px from the top right.
+    assert near(frame[10 + 45, 640 - 10 - 80], (0, 255, 0))
+    assert near(frame[300, 320], (0, 0, 255))
