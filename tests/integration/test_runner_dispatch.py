@@ -27,6 +27,7 @@ from typing import Any
 
 import av
 import httpx
+import m3u8
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
@@ -88,7 +89,9 @@ class FakeManager:
     ok (encode for real, notify), busy (503), silent (encode, never notify), hold (accept,
     do nothing), refuse_ip (422, as Esup-Runner refuses an IP-literal source_url), fail
     (report failed), bad_sha (a wrong sha256 in the manifest), traversal
-    (a `../` path in it), wrong_notify_token (notify with a token that is not ours).
+    (a `../` path in it), wrong_notify_token (notify with a token that is not ours), esup
+    (Esup-Runner's layout: single-file HLS variants, MP4s, info_video.json; no master, no
+    manifest.json, a manifest of plain path strings).
     """
 
     def __init__(self, workdir: Path, *, token: str = GOOD_TOKEN, mode: str = "ok") -> None:
@@ -199,12 +202,23 @@ class FakeManager:
         base = load_profile("default").model_copy(update={"preset": "ultrafast"})
         profile = profile_from_rendition_json(body["parameters"]["rendition"], base)
         out = folder / "out"
+        if self.mode == "esup":
+            profile = profile.model_copy(update={"hls_single_file": True})
         encode(source, out, profile=profile, ffmpeg=ffmpeg_executable())
+        if self.mode == "esup":  # what Esup-Runner 1.7.1 returns: Pod builds its own master
+            (out / "manifest.json").unlink()
+            (out / "master.m3u8").unlink()
+            info = {"duration": 2, "has_stream_video": True, "has_stream_audio": True,
+                    "encode_video": [{"filename": "180p.m3u8", "encoding_format": "video/mp2t",
+                                      "rendition": "320x180"}]}  # fmt: skip
+            (out / "info_video.json").write_text(json.dumps(info))
         files = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
-        manifest: list[dict[str, Any]] = [
+        manifest: list[Any] = [
             {"file_path": name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
             for name, p in files.items()
         ]
+        if self.mode == "esup":
+            manifest = list(files)
         if self.mode == "bad_sha":
             manifest[0]["sha256"] = "0" * 64
         if self.mode == "traversal":
@@ -430,6 +444,51 @@ def test_pod_shaped_request_import_and_source_url(
     [assignment] = plane.assignments(job_id)
     assert assignment.state == "completed" and assignment.import_state == "imported"
     assert assignment.source_secret_sha256 not in source  # only the hash is stored
+
+
+def test_a_foreign_result_without_a_master_gets_one_and_plays(
+    plane_factory: Callable[..., ControlPlane],
+    manager_factory: Callable[..., FakeManager],
+    clip: Path,
+) -> None:
+    """Esup-Runner returns variants, no master: the import writes one (measured BANDWIDTH,
+    CODECS, RESOLUTION) and records what it probed, so /videos/status and players work."""
+    plane = plane_factory()
+    manager = manager_factory(mode="esup")
+    plane.add_runner("esup", manager.url)
+    job_id = plane.upload(clip)
+    job = plane.wait_job(job_id, ("completed", "failed"))
+    assert job["status"] == "completed", job
+    task_files = next(iter(manager.tasks.values()))["files"]
+    assert "master.m3u8" not in task_files and "manifest.json" not in task_files
+    assert "180p.ts" in task_files and not [f for f in task_files if f.endswith("_00000.ts")]
+    check_imported(plane, job)
+    outputs = {o.key.rsplit("/", 1)[1]: o for o in plane.outputs(job_id)}
+    variant, mp4 = outputs["180p.m3u8"], outputs["180p.mp4"]
+    assert (variant.width, variant.height) == (mp4.width, mp4.height) == (320, 180)
+    assert variant.codecs and variant.codecs.startswith("avc1.") and "mp4a.40.2" in variant.codecs
+    assert variant.bandwidth and outputs["master.m3u8"].bandwidth == variant.bandwidth
+
+    video_id = job["video_id"]
+    status = plane.client.get(f"/videos/status/{video_id}", params={"format": "hls"})
+    assert status.status_code == 200 and status.json()["status"] == "completed", status.text
+    assert status.json()["output_name"].endswith(".m3u8")
+    master_url = f"/videos/stream/{video_id}/{job_id}/master.m3u8"
+    master = m3u8.loads(plane.client.get(master_url).text)
+    [entry] = master.playlists
+    assert entry.uri == "180p.m3u8" and entry.stream_info.resolution == (320, 180)
+    assert entry.stream_info.bandwidth == variant.bandwidth
+    assert entry.stream_info.codecs == variant.codecs
+    playlist_url = f"/videos/stream/{video_id}/{job_id}/{entry.uri}"
+    playlist = m3u8.loads(plane.client.get(playlist_url).text)
+    assert playlist.segments and all(s.byterange for s in playlist.segments)
+    length, _, offset = playlist.segments[-1].byterange.partition("@")
+    ranged = plane.client.get(
+        f"/videos/stream/{video_id}/{job_id}/180p.ts",
+        headers={"Range": f"bytes={offset}-{int(offset) + int(length) - 1}"},
+    )
+    assert ranged.status_code == 206 and len(ranged.content) == int(length)
+    assert ranged.content[0] == 0x47  # an MPEG-TS packet starts the byte range
 
 
 def test_busy_manager_is_skipped_lower_priority_first(

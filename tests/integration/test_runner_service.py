@@ -324,7 +324,7 @@ def test_tokens_and_bad_requests(runner: Runner, world: World, clip: str) -> Non
         assert expected in response.json()["detail"]
         assert "\n" not in response.json()["detail"]
 
-    refused({"task_type": "studio"}, "task_type: unsupported 'studio'")
+    refused({"task_type": "render"}, "task_type: unsupported 'render'")
     refused({"source_url": "file:///etc/passwd"}, "only http and https")
     refused({"notify_url": "gopher://x/"}, "notify_url: only http and https")
     refused({"source_url": "http://169.254.169.254/latest/"}, "metadata")

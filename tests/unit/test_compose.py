@@ -326,3 +326,20 @@ def test_encode_runs_the_ladder_on_the_composed_stream_in_one_pass(
             main_clip, tmp_path / "again", profile=fast_profile, ffmpeg=ffmpeg_executable(),
             composition=composition, start=1.0,
         )  # fmt: skip
+
+
+def test_encode_a_studio_whose_sound_is_the_presenters(
+    presentation: Path, presenter: Path, fast_profile: Profile, tmp_path: Path
+) -> None:
+    """The presentation (the picture's base) is silent: the encode must still carry the
+    presenter's sound (the composed stream's description used to say "no audio", and the
+    composed audio label was left unconnected: ffmpeg refused the graph)."""
+    studio = Studio(presentation=presentation, presenter=presenter, layout=Layout.PIPB)
+    result = encode(
+        presentation, tmp_path / "out", profile=fast_profile, ffmpeg=ffmpeg_executable(),
+        composition=Composition(main=studio, cut=Cut(start=0.5)), formats=["mp4"],
+    )  # fmt: skip
+    out = tmp_path / "out" / "360p.mp4"
+    assert read_video(out).duration == pytest.approx(2.5, abs=FRAME)
+    assert audio_span(out) == pytest.approx(2.5, abs=0.05)
+    assert result.manifest["source"]["audio"]

@@ -66,9 +66,12 @@ def test_info_video_in_pods_shape() -> None:
     assert info["encode_subtitle"] == [{"filename": "subtitle_0_fra.vtt", "language": "fra"}]
     assert info["overview"] == {"image": "overview.png", "vtt": "overview.vtt"}
     assert info["master_playlist"] == "master.m3u8"
-    # Without Pod's rendition labels (default ladder), the real size is the label.
-    unlabelled = results.info_video(a_task(None), RESULT)
+    # Without Pod's rendition labels (default ladder), Pod's default table names the nominal
+    # height, whatever the real size (Pod looks renditions up by "x<height>").
+    portrait = {**RESULT, "outputs": [{**RESULT["outputs"][1], "width": 202}]}
+    unlabelled = results.info_video(a_task(None), portrait)
     assert unlabelled["encode_video"][0]["rendition"] == "640x360"
+    assert results.pod_rendition(1080, {}) == "1920x1080"
     assert results.info_video(a_task("{broken"), RESULT)["encode_video"][1]["rendition"] == (
         "1280x720"
     )

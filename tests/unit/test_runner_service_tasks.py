@@ -112,7 +112,8 @@ def test_job_params_carry_the_inline_ladder(settings: Settings) -> None:
     assert job_type == "encode" and params["start"] == 1.5 and params["end"] == 3.0
     profile = profile_for_params(params, "default", None)
     assert [r.height for r in profile.ladder] == [360]
-    assert tasks.job_for(request(parameters={}), settings) == ("encode", {})
+    assert profile.hls_single_file  # Pod's runner import needs <h>p.m3u8 + <h>p.ts
+    assert tasks.job_for(request(parameters={}), settings) == ("encode", {"hls_single_file": True})
 
 
 def test_transcription_language(settings: Settings) -> None:
@@ -132,8 +133,14 @@ def test_transcription_language(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"task_type": "studio"}, "task_type: unsupported 'studio' (this runner does: encoding"),
+        ({"task_type": "render"}, "task_type: unsupported 'render' (this runner does: encoding"),
         ({"parameters": {"dressing": '{"watermark": "logo.png"}'}}, "parameters.dressing"),
+        (
+            {"parameters": {"dressing": '{"watermark": "http://169.254.169.254/logo.png"}'}},
+            "parameters.dressing.watermark: host '169.254.169.254'",
+        ),
+        ({"parameters": {"dressing": '{"watermark_opacity": "x"}'}}, "opacity"),
+        ({"task_type": "studio", "parameters": {"presenter": "side"}}, "presenter 'side'"),
         ({"parameters": {"cut": "[1, 2]"}}, "parameters.cut: expected an object"),
         ({"parameters": {"cut": '{"start": "soon"}'}}, "parameters.cut.start"),
         ({"parameters": {"rendition": "{}}"}}, "parameters.rendition: not valid JSON"),
@@ -272,3 +279,24 @@ def test_timecodes() -> None:
     assert tasks.parse_timecode("", "end") is None
     with pytest.raises(InvalidParameters, match=r"parameters\.cut\.end"):
         tasks.parse_timecode("tomorrow", "end")
+
+
+def test_dressing_and_studio_become_what_the_runner_fetches(settings: Settings) -> None:
+    """Checked at submission; fetched with the source (assets.py), never by the worker."""
+    dressing = json.dumps({"watermark": "http://93.184.215.14/logo.png",
+                           "watermark_position": "bottom_left", "watermark_opacity": "40",
+                           "ending_credits_video": "http://93.184.215.14/end.mp4"})  # fmt: skip
+    _, params = tasks.job_for(request(parameters={"dressing": dressing}), settings)
+    assert params["remote"] == {
+        "dressing": {
+            "watermark_url": "http://93.184.215.14/logo.png",
+            "position": "bottom_left",
+            "opacity": 40,
+            "opening_url": None,
+            "ending_url": "http://93.184.215.14/end.mp4",
+        }
+    }
+    job_type, params = tasks.job_for(request(task_type="studio", parameters={}), settings)
+    assert job_type == "encode" and params["remote"] == {"studio": {"presenter": None}}
+    _, params = tasks.job_for(request(parameters={"dressing": "{}"}), settings)
+    assert "remote" not in params

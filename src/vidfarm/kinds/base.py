@@ -38,6 +38,20 @@ class Workspace:
         self.storage.download(claim.source_key, target)
         return target
 
+    def asset(self, claim: Claim, key: str) -> Path:
+        """An extra input of the claim's video (Pod's watermark, credits, studio tracks): a
+        stored file under `sources/<video>/assets/`, in place or downloaded (streamed)."""
+        prefix = f"sources/{claim.video_id}/assets/"
+        if not claim.video_id or not key.startswith(prefix) or ".." in key.split("/"):
+            raise InvalidParameters(f"asset {key[:100]!r} is not one of this video's files")
+        local = self.storage.local_path(key)
+        if local is not None:
+            return local
+        target = self.folder / "assets" / key.removeprefix(prefix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.storage.download(key, target)
+        return target
+
 
 @dataclass(frozen=True, kw_only=True)
 class Publication:

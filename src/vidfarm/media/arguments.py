@@ -276,16 +276,21 @@ def _hls_options(profile: Profile, name: str) -> str:
     `max_delay=0`: the MPEG-TS muxer shifts every timestamp by twice its muxing delay. The
     ffmpeg CLI gives a direct output 0.7 s (`-muxdelay`), a tee slave gets 0: a rendition
     muxed to HLS alone (1080p, HLS only in Pod's ladder) started 1.4 s after the others.
+    With `hls_single_file`, every segment is a byte range of one `<name>.ts` (Pod's layout).
     """
+    flags = (
+        "independent_segments+single_file" if profile.hls_single_file else "independent_segments"
+    )
+    segments = f"{name}.ts" if profile.hls_single_file else f"{name}_%05d.ts"
     return ":".join(
         [
             "f=hls",
             "max_delay=0",
             f"hls_time={profile.segment_duration:g}",
             "hls_playlist_type=vod",
-            "hls_flags=independent_segments",
+            f"hls_flags={flags}",
             "hls_segment_type=mpegts",
-            f"hls_segment_filename={name}_%05d.ts",
+            f"hls_segment_filename={segments}",
         ]
     )
 

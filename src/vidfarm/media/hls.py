@@ -27,6 +27,11 @@ AAC_LC = "mp4a.40.2"
 class Segment:
     uri: str
     duration: float
+    #: (length, offset) in bytes of `uri` (EXT-X-BYTERANGE, single-file HLS); None: whole file.
+    byterange: tuple[int, int] | None = None
+
+    def size(self, folder: Path) -> int:
+        return self.byterange[0] if self.byterange else (folder / self.uri).stat().st_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,15 +84,27 @@ class Variant:
 
 
 def read_media_playlist(path: Path) -> list[Segment]:
+    """The segments, each with its byte range when the playlist has EXT-X-BYTERANGE (an
+    absent offset continues the previous range of the same file, RFC 8216 4.3.2.2)."""
     segments: list[Segment] = []
     duration: float | None = None
+    byterange: tuple[int, int | None] | None = None
+    ends: dict[str, int] = {}
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if line.startswith("#EXTINF:"):
             duration = float(line[len("#EXTINF:") :].split(",")[0])
+        elif line.startswith("#EXT-X-BYTERANGE:"):
+            length, _, offset = line.split(":", 1)[1].partition("@")
+            byterange = (int(length), int(offset) if offset else None)
         elif line and not line.startswith("#") and duration is not None:
-            segments.append(Segment(uri=line, duration=duration))
-            duration = None
+            ranged = None
+            if byterange is not None:
+                start = byterange[1] if byterange[1] is not None else ends.get(line, 0)
+                ranged = (byterange[0], start)
+                ends[line] = start + byterange[0]
+            segments.append(Segment(uri=line, duration=duration, byterange=ranged))
+            duration, byterange = None, None
     return segments
 
 
@@ -107,7 +124,7 @@ def measure_bandwidth(folder: Path, segments: list[Segment], target: float) -> t
     """
     if not segments:
         return 0, 0
-    sizes = [(folder / s.uri).stat().st_size for s in segments]
+    sizes = [s.size(folder) for s in segments]
     durations = [max(s.duration, 0.001) for s in segments]
     peak = 0.0
     for first in range(len(segments)):
@@ -141,14 +158,30 @@ def merge_short_tail(playlist: Path, shortest: float) -> None:
     last_duration = _extinf(lines[last])
     if last_duration >= shortest:
         return
-    kept, tail = playlist.parent / lines[before + 1], playlist.parent / lines[last + 1]
-    with kept.open("ab") as sink, tail.open("rb") as source:
-        while block := source.read(1 << 20):
-            sink.write(block)
-    tail.unlink()
-    merged = _extinf(lines[before]) + last_duration
-    lines[before] = f"#EXTINF:{merged:.6f},"
-    del lines[last : last + 2]
+    segments = read_media_playlist(playlist)
+    if segments[-1].byterange is not None:
+        # Single-file HLS: the two ranges are neighbours in one file; one range covers both.
+        kept_range, tail_range = segments[-2].byterange, segments[-1].byterange
+        if (
+            kept_range is None
+            or segments[-2].uri != segments[-1].uri
+            or kept_range[1] + kept_range[0] != tail_range[1]
+        ):
+            return  # not contiguous: leave the playlist as ffmpeg wrote it
+        ranges = [i for i, line in enumerate(lines) if line.startswith("#EXT-X-BYTERANGE:")]
+        lines[ranges[-2]] = f"#EXT-X-BYTERANGE:{kept_range[0] + tail_range[0]}@{kept_range[1]}"
+        lines[before] = f"#EXTINF:{_extinf(lines[before]) + last_duration:.6f},"
+        uri = next(i for i in range(last, len(lines)) if not lines[i].startswith("#"))
+        del lines[min(last, ranges[-1]) : uri + 1]  # the tail's EXTINF, BYTERANGE and URI
+    else:
+        kept, tail = playlist.parent / lines[before + 1], playlist.parent / lines[last + 1]
+        with kept.open("ab") as sink, tail.open("rb") as source:
+            while block := source.read(1 << 20):
+                sink.write(block)
+        tail.unlink()
+        merged = _extinf(lines[before]) + last_duration
+        lines[before] = f"#EXTINF:{merged:.6f},"
+        del lines[last : last + 2]
     longest = max(_extinf(lines[i]) for i in entries[:-1])
     for i, line in enumerate(lines):
         if line.startswith("#EXT-X-TARGETDURATION:"):

@@ -15,6 +15,7 @@ from vidfarm.media.alternates import SUBTITLE_PLAYLIST_KIND, audio_media, subtit
 from vidfarm.media.arguments import DASH_MANIFEST
 from vidfarm.media.hls import (
     AAC_LC,
+    Segment,
     Variant,
     codecs_of,
     master_playlist,
@@ -170,16 +171,32 @@ def _hls_entry(
         codecs=variant.codecs,
     )
     entry["average_bandwidth"] = variant.average_bandwidth
-    entry["segments"] = [
-        {
-            "path": s.uri,
-            "size": (folder / s.uri).stat().st_size,
-            "sha256": sha256_of(folder / s.uri),
-            "duration": s.duration,
-        }
-        for s in read_media_playlist(folder / variant.playlist)
-    ]
+    entry["segments"] = segment_files(folder, read_media_playlist(folder / variant.playlist))
     return entry
+
+
+def segment_files(folder: Path, segments: list[Segment]) -> list[dict[str, Any]]:
+    """The files a media playlist's segments live in, once each, in playlist order.
+
+    Segmented HLS: one file per segment. Single-file HLS: the one `.ts` all the byte ranges
+    address, with their total duration and their count (`byteranges`)."""
+    files: dict[str, dict[str, Any]] = {}
+    for segment in segments:
+        known = files.get(segment.uri)
+        if known is not None:
+            known["duration"] = round(known["duration"] + segment.duration, 6)
+            known["byteranges"] += 1
+            continue
+        path = folder / segment.uri
+        files[segment.uri] = {
+            "path": segment.uri,
+            "size": path.stat().st_size,
+            "sha256": sha256_of(path),
+            "duration": segment.duration,
+        }
+        if segment.byterange is not None:
+            files[segment.uri]["byteranges"] = 1
+    return list(files.values())
 
 
 def _entry(

@@ -81,6 +81,9 @@ class Profile(BaseModel):
     #: Interlaced sources: "frame" makes one picture per frame (25i -> 25p), "field" one per
     #: field (25i -> 50p, smoother motion, more bits).
     deinterlace: Literal["frame", "field"] = "frame"
+    #: One `<name>.ts` per HLS playlist, addressed by byte ranges (`-hls_flags single_file`):
+    #: what Esup-Pod's runner import needs, and one object per rendition instead of hundreds.
+    hls_single_file: bool = False
     audio_only_bitrate: Bitrate = 192_000
     mp3_quality: Annotated[int, Field(ge=0, le=9)] = 2
     renditions: Annotated[list[RenditionSpec], Field(min_length=1)]
@@ -248,6 +251,11 @@ def profile_for_params(params: dict[str, Any], default_name: str, user_dir: Path
     """The profile a job's params ask for: its named profile (or the default), with the
     inline `renditions` list (RenditionSpec fields) replacing the ladder when present."""
     profile = load_profile(str(params.get("profile") or default_name), user_dir)
+    single_file = params.get("hls_single_file")
+    if single_file is not None:
+        if not isinstance(single_file, bool):
+            raise InvalidParameters("hls_single_file: expected true or false")
+        profile = profile.model_copy(update={"hls_single_file": single_file})
     inline = params.get("renditions")
     if inline:
         if not isinstance(inline, list):

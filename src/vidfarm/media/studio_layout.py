@@ -9,7 +9,7 @@ ffmpeg runs. The composed stream ends with the shorter source (Pod's `shortest=1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -100,9 +100,11 @@ def studio_graph(layout: Layout, sources: Sources) -> StudioGraph:
             f"[{camera}:v:0]{_prepare(fps, *inset)}[stp]",
             f"[stb][stp]overlay=W-w-{PIP_MARGIN}:{y}:shortest=1[stv]",
         ]
+    # The composed stream's sound is the chosen source's, whichever picture is the base.
+    heard = [info.main_audio for index, info, _ in sources.values() if index == audio_source]
     return StudioGraph(
         graph=graph, video="[stv]", audio=audio, width=width, height=height, fps=fps,
-        duration=duration, info=slides_info,
+        duration=duration, info=replace(slides_info, audio=[a for a in heard if a is not None]),
     )  # fmt: skip
 
 

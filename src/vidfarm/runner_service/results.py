@@ -117,6 +117,15 @@ def requested_resolutions(task: RunnerTask) -> dict[int, str]:
     return found
 
 
+def pod_rendition(nominal_height: int, labels: dict[int, str]) -> str:
+    """Pod's `VideoRendition.resolution` for a nominal height: the request's label, else
+    Pod's default table (16:9 at that height: 640x360, 1280x720, 1920x1080)."""
+    if nominal_height in labels:
+        return labels[nominal_height]
+    width = 2 * round(nominal_height * 16 / 9 / 2)
+    return f"{width}x{nominal_height}"
+
+
 def info_video(task: RunnerTask, result: dict[str, Any]) -> dict[str, Any]:
     """What Pod's `info_video.json` says: duration, streams, and each encoded file."""
     source = result.get("source") or {}
@@ -131,7 +140,7 @@ def info_video(task: RunnerTask, result: dict[str, Any]) -> dict[str, Any]:
         if kind in _FORMAT and (entry.get("height") or kind == "dash_manifest"):
             nominal = _NOMINAL.match(path)
             size = f"{entry.get('width')}x{entry.get('height')}"
-            label = labels.get(int(nominal.group(1)), size) if nominal else size
+            label = pod_rendition(int(nominal.group(1)), labels) if nominal else size
             encode_video.append(
                 {
                     "encoding_format": _FORMAT[kind],

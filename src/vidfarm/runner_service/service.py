@@ -25,7 +25,7 @@ from vidfarm import jobs
 from vidfarm.db import write_transaction
 from vidfarm.errors import JobCancelled, UnexpectedError, VidfarmError
 from vidfarm.models import Job, JobStatus, RunnerTask, new_id
-from vidfarm.runner_service import tasks
+from vidfarm.runner_service import assets, tasks
 from vidfarm.runner_service.cleanup import purge_old_tasks
 from vidfarm.runner_service.fetch import download
 from vidfarm.runner_service.notify import Notifier
@@ -152,8 +152,22 @@ class RunnerService:
             url = task.source_url
             job_spec: dict[str, Any] = dict(task.request.get("job") or {})
             affiliation = str(task.request.get("affiliation") or "").lower()
+            parameters = dict(task.request.get("parameters") or {})
         target = self.incoming / task_id
+        fetcher = assets.Fetcher(
+            folder=self.incoming / f"{task_id}.assets",
+            max_bytes=self.settings.runner_max_source_bytes,
+            allow_private=self.settings.runner_allow_private_urls,
+            should_stop=lambda: self._should_stop(task_id),
+        )
+        params = dict(job_spec.get("params") or {})
+        remote = params.pop("remote", None)
+        video_id = None
         try:
+            studio, cut = None, None
+            if remote and "studio" in remote:  # the source is Opencast's mediapackage
+                studio, cut = assets.read_studio(url, {**parameters, **remote["studio"]}, fetcher)
+                url = studio.urls()[assets.main_role(studio)]
             name = download(
                 url,
                 target,
@@ -166,13 +180,28 @@ class RunnerService:
                     session, self.runtime.storage, target, filename=name, move=True
                 )
                 video_id = video.id
-        except JobCancelled:
-            return  # stopped by the client (already failed), or shutting down (fetched again)
-        except VidfarmError as error:
-            self._fetch_failed(task_id, error)
-            return
+            if remote:
+                urls = assets.dressing_urls(remote)
+                if studio is not None:
+                    urls.update(
+                        (role, link)
+                        for role, link in studio.urls().items()
+                        if role != assets.main_role(studio)
+                    )
+                keys = assets.store_assets(urls, video_id, self.runtime.storage, fetcher)
+                params["composition"] = assets.composition_for(remote, keys, studio=studio, cut=cut)
+        except (JobCancelled, VidfarmError) as error:
+            if video_id is not None:
+                with self.runtime.sessions() as session:
+                    delete_video(session, self.runtime.storage, video_id)
+            if isinstance(error, VidfarmError) and not isinstance(error, JobCancelled):
+                self._fetch_failed(task_id, error)
+            return  # JobCancelled: stopped by the client, or shutting down (fetched again)
         finally:
             target.unlink(missing_ok=True)
+            shutil.rmtree(fetcher.folder, ignore_errors=True)
+        assert video_id is not None
+        job_spec = {**job_spec, "params": params}
         job_id = self._queue_job(task_id, video_id, job_spec, affiliation)
         if job_id is None:
             with self.runtime.sessions() as session:

@@ -29,6 +29,7 @@ from vidfarm.db import is_postgresql, write_transaction
 from vidfarm.errors import InvalidParameters, InvalidTransition, NotFound, TransientError
 from vidfarm.media.profiles import load_profile, profile_from_rendition_json
 from vidfarm.models import Job, JobStatus, JobType, RunnerTask
+from vidfarm.runner_service.assets import remote_spec
 from vidfarm.transcribe.engines import resolve as resolve_language
 from vidfarm.urlguard import check_url
 
@@ -41,7 +42,11 @@ WARNING = "warning"
 ACTIVE = (PENDING, RUNNING)
 STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, WARNING)
 
-TASK_TYPES = {"encoding": JobType.ENCODE.value, "transcription": JobType.TRANSCRIPTION.value}
+TASK_TYPES = {
+    "encoding": JobType.ENCODE.value,
+    "transcription": JobType.TRANSCRIPTION.value,
+    "studio": JobType.ENCODE.value,  # the mediapackage's tracks, laid out, then the ladder
+}
 #: Job outcome -> task status (a cancelled job is a stopped task: Pod only knows "failed").
 JOB_OUTCOME = {
     JobStatus.COMPLETED.value: COMPLETED,
@@ -148,7 +153,9 @@ def job_for(request: TaskRequest, settings: Settings) -> tuple[str, dict[str, An
         except InvalidParameters as error:
             raise InvalidParameters(f"parameters.language: {error}") from None
         return job_type, {"language": spec.language}
-    params: dict[str, Any] = {}
+    # Pod's runner import needs single-file HLS (`<h>p.m3u8` + `<h>p.ts`): every runner task
+    # gets it, whoever sends it (a vidfarm control plane imports either layout).
+    params: dict[str, Any] = {"hls_single_file": True}
     rendition = parameters.get("rendition")
     if rendition not in (None, "", {}):
         base = load_profile(settings.default_profile, settings.user_profiles_dir)
@@ -165,11 +172,12 @@ def job_for(request: TaskRequest, settings: Settings) -> tuple[str, dict[str, An
             seconds = parse_timecode(cut.get(name), name)
             if seconds is not None:
                 params[name] = seconds
-    dressing = _json_parameter(parameters, "dressing")
-    if dressing:
-        raise InvalidParameters(
-            "parameters.dressing: watermarks and credits are not supported by vidfarm runner"
-        )
+    # Dressing and studio: files fetched with the source, then a composition (assets.py).
+    remote = remote_spec(
+        request.task_type, parameters, allow_private=settings.runner_allow_private_urls
+    )
+    if remote:
+        params["remote"] = remote
     return job_type, params
 
 

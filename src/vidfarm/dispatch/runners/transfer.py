@@ -33,6 +33,7 @@ from vidfarm.claims import OutputRecord
 from vidfarm.dispatch.runners.client import ManagerClient, ManagerUnavailable, TaskUnknown
 from vidfarm.errors import InvalidParameters, StorageUnavailable, TransientError
 from vidfarm.jobs import backoff_delay
+from vidfarm.media.imported import describe_foreign
 from vidfarm.storage import Storage
 from vidfarm.storage.base import check_key
 
@@ -335,6 +336,7 @@ def _derived(folder: Path, by_path: dict[str, Fetched], prefix: str) -> Imported
     outputs = derive_outputs(folder, fetched, prefix)
     if not outputs:
         raise RunnerResultRefused("the result holds no file vidfarm can serve")
+    outputs = _probed(folder, outputs, fetched, prefix)
     result: dict[str, Any] = {
         "prefix": prefix,
         "outputs": [
@@ -343,7 +345,10 @@ def _derived(folder: Path, by_path: dict[str, Fetched], prefix: str) -> Imported
                 "path": o.key.removeprefix(prefix + "/"),
                 "size": o.size,
                 "sha256": o.sha256,
+                "width": o.width,
                 "height": o.height,
+                "bandwidth": o.bandwidth,
+                "codecs": o.codecs,
             }
             for o in outputs
         ],
@@ -358,6 +363,18 @@ def _derived(folder: Path, by_path: dict[str, Fetched], prefix: str) -> Imported
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             log.warning("%s is not valid JSON; ignored", INFO_VIDEO)
     return ImportedResult(result=result, outputs=outputs, files=fetched)
+
+
+def _probed(
+    folder: Path, outputs: list[OutputRecord], fetched: list[Fetched], prefix: str
+) -> list[OutputRecord]:
+    """Outputs probed and measured; a master written when there is none (Esup-Runner returns
+    variants only). The master joins `fetched`, to be published with the rest."""
+    described, master = describe_foreign(folder, outputs, prefix)
+    if master is not None:
+        fetched.append(Fetched(path=master.key.removeprefix(prefix + "/"), size=master.size,
+                               sha256=master.sha256))  # fmt: skip
+    return described
 
 
 def publish(storage: Storage, folder: Path, prefix: str) -> None:
