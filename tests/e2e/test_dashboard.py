@@ -215,6 +215,7 @@ def test_quality_switches_up_to_1080p_and_back_while_playing_without_a_stall(
 
     login(page, server, server.admin, hash=f"#/videos/{video_id}")
     page.wait_for_selector('#player[data-mode="hls"]')
+    wait_until(page, "document.querySelectorAll('#quality option').length === 4")  # manifest read
     assert page.locator("#quality option").all_text_contents() == [
         "Auto",
         "360p",
@@ -422,6 +423,8 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     result = page.wait_for_selector(f"{row} .test-result")
     assert result.get_attribute("data-ok") == "true", result.text_content()
     assert "Connection OK" in result.text_content()
+    # This farm gives managers http://127.0.0.1:port: Esup-Runner would refuse it (422).
+    assert "Warning: the URL managers are given" in result.text_content()
     screenshot(page, "08-workers")
 
     # A wrong token: the test says so explicitly.

@@ -19,6 +19,7 @@ from rich.table import Table
 from vidfarm import __version__
 from vidfarm.auth import has_admin_token
 from vidfarm.cli import jobs as jobs_commands
+from vidfarm.cli.pod_worker import pod_worker_command
 from vidfarm.cli.runner import runner_command
 from vidfarm.cli.runners import runners_app
 from vidfarm.cli.support import console, guarded, progress_bar, runtime, settings
@@ -188,6 +189,7 @@ app.add_typer(runners_app, name="runners")
 app.command("transcribe")(guarded(transcribe_command))
 app.command("runner")(guarded(runner_command))
 app.command("worker")(guarded(worker_command))
+app.command("pod-worker")(guarded(pod_worker_command))
 
 
 def main() -> None:  # pragma: no cover - console entry point

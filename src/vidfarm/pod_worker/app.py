@@ -1,0 +1,130 @@
+"""The Celery side: Pod's exact task names on Pod's queues, with the delivery Pod lacks.
+
+Pod publishes with `.delay()` from bare Celery apps (JSON, protocol 2, no result backend).
+These tasks take the same arguments. Unlike Pod's workers they acknowledge a message only once
+its work is done (a killed worker's task is delivered again, not lost), take one message at a
+time, and give Redis a visibility timeout longer than the longest task, so a slow job is not
+delivered twice. A task whose work fails for good is logged in one line with its error class
+and counted; Pod keeps the video's state, as with its own workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from prometheus_client import Counter, Histogram
+
+from vidfarm.config import Settings
+from vidfarm.errors import VidfarmError
+from vidfarm.pod_worker.callbacks import PodApi
+from vidfarm.pod_worker.settings import PodSettings
+from vidfarm.pod_worker.transcription import engine_settings, transcribe_for_pod
+from vidfarm.pod_worker.xapi import send_statement
+
+log = logging.getLogger(__name__)
+
+TRANSCRIPTION_TASK = "pod.video_encode_transcript.transcripting_tasks.start_transcripting_task"
+XAPI_TASK = "pod.xapi.xapi_tasks.send_xapi_statement_task"
+#: Pod's queue -> the tasks vidfarm runs from it.
+QUEUES = {"transcripting": (TRANSCRIPTION_TASK,), "xapi": (XAPI_TASK,)}
+#: Pod's encoding queue: its tasks are not taken here yet (docs/pod.md, "Encoding").
+NOT_YET = {"encoding"}
+#: Longer than the longest task: Redis hands an unacknowledged message out again after it.
+VISIBILITY_TIMEOUT = 12 * 3600
+
+TASKS = Counter(
+    "vidfarm_pod_tasks_total", "Pod tasks run, by task and outcome", ["task", "outcome"]
+)
+SECONDS = Histogram("vidfarm_pod_task_seconds", "Time Pod tasks took", ["task"])
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the tasks need; set once per worker process by `configure`."""
+
+    pod: PodSettings
+    settings: Settings
+    api: PodApi
+
+
+_context: Context | None = None
+
+
+def configure(context: Context) -> None:
+    global _context
+    _context = context
+
+
+def context() -> Context:
+    if _context is None:
+        raise RuntimeError("the Pod worker was not configured (vidfarm pod-worker does it)")
+    return _context
+
+
+def make_pod_app(broker_url: str) -> Celery:
+    """One app per Pod broker (Pod puts xapi on its own database)."""
+    app = Celery("vidfarm-pod", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        worker_pool="threads",
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_routes={TRANSCRIPTION_TASK: {"queue": "transcripting"}, XAPI_TASK: {"queue": "xapi"}},
+    )
+
+    @app.task(name=TRANSCRIPTION_TASK, bind=True)
+    def start_transcripting_task(
+        _task: Any, video_id: int, mp3filepath: str, duration: int, lang: str
+    ) -> None:
+        ctx = context()
+        _run(
+            "transcription",
+            f"video {video_id}",
+            lambda: transcribe_for_pod(
+                ctx.pod,
+                engine_settings(ctx.settings, ctx.pod),
+                ctx.api,
+                video_id=int(video_id),
+                mp3_path=str(mp3filepath),
+                language=str(lang),
+            ),
+        )
+
+    @app.task(name=XAPI_TASK, bind=True)
+    def send_xapi_statement_task(_task: Any, statement: dict[str, Any]) -> None:
+        _run(
+            "xapi",
+            f"statement {statement.get('id', '?')}",
+            lambda: send_statement(context().pod, statement),
+        )
+
+    return app
+
+
+def _run(task: str, what: str, work: Callable[[], object]) -> None:
+    """Run one task's work: one log line and a metric whatever happens, never a traceback."""
+    started = time.monotonic()
+    try:
+        work()
+    except VidfarmError as error:
+        TASKS.labels(task, "failed").inc()
+        log.error("%s %s failed (%s): %s", task, what, error.error_class, error)
+    except Exception:
+        TASKS.labels(task, "crashed").inc()
+        log.exception("%s %s crashed", task, what)
+    else:
+        TASKS.labels(task, "done").inc()
+    finally:
+        SECONDS.labels(task).observe(time.monotonic() - started)
