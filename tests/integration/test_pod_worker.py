@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,8 +26,9 @@ import pytest
 import redis
 from celery import Celery
 
-from fixtures_media import run_ffmpeg_cli
+from fixtures_media import run_ffmpeg_cli, video_args
 from fixtures_ralph import RALPH_PASSWORD, RALPH_USER
+from readback import read_video
 from services import require_service
 from waiting import wait_until
 from webvtt_check import cues
@@ -36,6 +38,33 @@ BROKER = f"redis://127.0.0.1:6379/{REDIS_DB}"
 POD_TOKEN = "pod-staff-token-" + uuid.uuid4().hex
 TRANSCRIPTION = "pod.video_encode_transcript.transcripting_tasks.start_transcripting_task"
 XAPI = "pod.xapi.xapi_tasks.send_xapi_statement_task"
+ENCODING = "pod.video_encode_transcript.encoding_tasks.start_encoding_task"
+#: Pod's ladder at the cheapest preset: these tests check Pod's files, not x264.
+POD_LADDER = """\
+preset = "ultrafast"
+keyframe_interval = 2
+segment_duration = 2
+[[renditions]]
+height = 360
+min_video_bitrate = "500k"
+video_bitrate = "750k"
+max_video_bitrate = "1000k"
+audio_bitrate = "96k"
+mp4 = true
+[[renditions]]
+height = 720
+min_video_bitrate = "1000k"
+video_bitrate = "2000k"
+max_video_bitrate = "3000k"
+audio_bitrate = "128k"
+mp4 = true
+[[renditions]]
+height = 1080
+min_video_bitrate = "2000k"
+video_bitrate = "3000k"
+max_video_bitrate = "4500k"
+audio_bitrate = "192k"
+"""
 
 
 class StandInPod:
@@ -46,6 +75,7 @@ class StandInPod:
         self.in_progress: set[int] = set()
         self.calls: list[dict[str, Any]] = []
         self.tracks: dict[int, str] = {}
+        self.encodings: dict[int, dict[str, Any]] = {}
         pod = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +105,8 @@ class StandInPod:
         if auth != f"Token {POD_TOKEN}":
             return 401, {"detail": "Authentication credentials were not provided."}
         endpoint, _, query = path.partition("?")
+        if endpoint == "/rest/store_remote_encoded_video/":
+            return self.import_encoding(int(query.removeprefix("id=")), body)
         if endpoint != "/rest/store_remote_transcripted_video/":
             return 404, {"detail": "Not found."}
         video_id = int(query.removeprefix("id="))
@@ -92,6 +124,33 @@ class StandInPod:
         self.tracks[video_id] = text
         self.in_progress.discard(video_id)
         vtt.unlink()
+        return 200, {"id": video_id}
+
+    def import_encoding(self, video_id: int, body: dict[str, Any]) -> tuple[int, Any]:
+        """Pod's `store_encoding_info`: re-read info_video.json and the files it lists."""
+        if video_id != body.get("video_id"):
+            return 400, {"detail": "id and video_id differ"}
+        if video_id not in self.in_progress:
+            return 400, {"detail": "encoding_in_progress is False"}
+        folder = Path(body["video_path"]).parent / f"{video_id:04d}"
+        info = json.loads((folder / "info_video.json").read_text())
+        kinds = ("m4a", "mp3", "mp4", "hls", "subtitle", "thumbnail", "overview")
+        missing = [k for k in ["duration", *(f"list_{k}_files" for k in kinds)] if k not in info]
+        if missing:
+            return 500, {"detail": f"KeyError {missing}"}
+        imported: dict[str, Any] = {"duration": info["duration"], "files": {}}
+        for kind in kinds:
+            for key, value in info[f"list_{kind}_files"].items():
+                path = Path(value[1] if kind == "subtitle" else value)
+                if not path.is_absolute() or not path.is_file() or path.stat().st_size == 0:
+                    continue  # Pod skips it silently
+                if kind in ("mp4", "hls") and int(key) not in (360, 720, 1080):
+                    return 500, {"detail": f"VideoRendition x{key} does not exist"}
+                if kind == "hls" and not path.with_suffix(".ts").is_file():
+                    continue  # no EncodingVideo(video/mp2t): Pod's HLS breaks
+                imported["files"].setdefault(kind, {})[key] = path
+        self.encodings[video_id] = imported
+        self.in_progress.discard(video_id)
         return 200, {"id": video_id}
 
     def close(self) -> None:
@@ -129,12 +188,24 @@ def pod(tmp_path: Path) -> Iterator[StandInPod]:
     stand_in.close()
 
 
+def first_frame(path: Path) -> Any:
+    """The first decoded picture as an RGB array (rows, columns, channels)."""
+    import av
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return frame.to_ndarray(format="rgb24")
+
+
 def start_worker(
-    tmp_path: Path, pod: StandInPod, queues: str, **extra: str
+    tmp_path: Path, pod: StandInPod, queues: str, *options: str, **extra: str
 ) -> Callable[[], subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
+    (tmp_path / "vidfarm" / "profiles").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "vidfarm" / "profiles" / "podladder.toml").write_text(POD_LADDER)
     env |= {
         "VIDFARM_DATA_DIR": str(tmp_path / "vidfarm"),
+        "VIDFARM_DEFAULT_PROFILE": "podladder",
         "ENCODING_TRANSCODING_CELERY_BROKER_URL": BROKER,
         "XAPI_CELERY_BROKER_URL": BROKER,
         "POD_API_URL": pod.api_url,
@@ -142,16 +213,18 @@ def start_worker(
         "MEDIA_ROOT": str(pod.media_root),
         **extra,
     }
-    log = (tmp_path / f"pod-worker-{queues.replace(',', '-')}.log").open("wb")
+    log = (tmp_path / f"pod-worker-{queues.replace(',', '-')}-{uuid.uuid4().hex[:4]}.log").open(
+        "wb"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "vidfarm", "pod-worker", "--queues", queues],
+        [sys.executable, "-m", "vidfarm", "pod-worker", "--queues", queues, *options],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
 
-    def stop() -> subprocess.Popen[bytes]:
-        process.send_signal(signal.SIGTERM)
+    def stop(signum: int = signal.SIGTERM) -> subprocess.Popen[bytes]:
+        process.send_signal(signum)
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:
@@ -159,6 +232,7 @@ def start_worker(
             process.wait(10)
         return process
 
+    stop.process = process  # type: ignore[attr-defined]
     return stop
 
 
@@ -176,7 +250,7 @@ def test_pods_transcription_task_is_run_and_called_back(
         text = wait_until(lambda: pod.tracks.get(42), 180, "Pod's transcription callback")
     finally:
         worker = stop()
-    assert worker.returncode == 0, (tmp_path / "pod-worker-transcripting.log").read_text()
+    assert worker.returncode == 0
     assert any(word in text.lower() for word in ("door", "window", "library", "park")), text
     [call] = [c for c in pod.calls if "transcripted" in c["path"]]
     assert call["path"] == "/rest/store_remote_transcripted_video/?id=42"
@@ -184,6 +258,87 @@ def test_pods_transcription_task_is_run_and_called_back(
     assert "vidfarm" in call["body"]["msg"]
     assert broker.llen("transcripting") == 0  # taken, acknowledged once done
     assert list((pod.media_root / "temp").glob("*.part")) == []
+
+
+def test_pods_encoding_task_writes_what_pods_importer_reads(
+    tmp_path: Path, broker: redis.Redis, pod: StandInPod
+) -> None:
+    """With and without a cut, and with a watermark: Pod's files, names and keys."""
+    owner = pod.media_root / "videos" / "owner"
+    source = owner / "lecture.mp4"
+    run_ffmpeg_cli(*video_args("1280x720", 25, 4.0), str(source))
+    logo = pod.media_root / "files" / "logo.png"
+    logo.parent.mkdir(parents=True)
+    run_ffmpeg_cli("-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1", str(logo))
+    dressing = {
+        "watermark": "/media/files/logo.png",
+        "watermark_path": str(logo),
+        "position_orig": "top_right",
+        "opacity": 100,
+        "opening_credits": None,
+        "ending_credits": None,
+    }
+    publish = pods_publisher("encoding_tasks", ENCODING, "encoding", BROKER)
+    stop = start_worker(tmp_path, pod, "encoding")
+    try:
+        pod.in_progress |= {42, 43, 44}
+        publish.delay(42, str(source), 0, 0, json_dressing=None, dressing_input="")
+        publish.delay(43, str(source), 1, 3, json_dressing=None, dressing_input="")
+        publish.delay(44, str(source), 0, 0, json_dressing=dressing, dressing_input=f' -i "{logo}"')
+        wait_until(lambda: len(pod.encodings) == 3, 240, "Pod's three encoding callbacks")
+    finally:
+        worker = stop()
+    assert worker.returncode == 0
+    for video_id, duration in ((42, 4), (43, 2), (44, 4)):
+        imported = pod.encodings[video_id]
+        assert imported["duration"] == duration
+        files = imported["files"]
+        assert set(files["mp4"]) == {"360", "720"} and set(files["hls"]) == {"360", "720"}
+        folder = owner / f"{video_id:04d}"
+        assert files["hls"]["720"] == folder / "720p.m3u8"
+        assert (folder / "720p.ts").is_file() and (folder / "livestream.m3u8").is_file()
+        assert not list(folder.glob("*_0000*.ts"))  # single-file HLS only
+        assert files["mp3"]["192k"] == folder / "audio_192k.mp3"
+        assert len(files["thumbnail"]) == 3
+        assert "overview" not in files  # as Pod: an overview for 10 s or more only
+        mp4 = read_video(files["mp4"]["720"])
+        assert (mp4.width, mp4.height) == (1280, 720)
+        assert mp4.duration == pytest.approx(duration, abs=0.1)
+    master = (owner / "0042" / "livestream.m3u8").read_text()
+    assert "360p.m3u8" in master and "720p.m3u8" in master and "BANDWIDTH=" in master
+    # The watermark (10 % of the height, 5 % in from the top right, as Pod) is in 44 only.
+    dressed = first_frame(pod.encodings[44]["files"]["mp4"]["720"])[72, 1208]
+    plain = first_frame(pod.encodings[42]["files"]["mp4"]["720"])[72, 1208]
+    assert dressed[0] > 200 and dressed[1] < 60 and dressed[2] < 60, dressed
+    assert not (plain[0] > 200 and plain[1] < 60 and plain[2] < 60), plain
+    assert not list(owner.glob(".*"))  # no hidden work folder left behind
+
+
+def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(
+    tmp_path: Path, broker: redis.Redis, pod: StandInPod
+) -> None:
+    """Pod's own worker acknowledges first: killed mid-encode, the video stays "encoding"."""
+    owner = pod.media_root / "videos" / "owner"
+    source = owner / "long.mp4"
+    run_ffmpeg_cli(*video_args("1280x720", 25, 30.0), str(source))
+    pod.in_progress.add(7)
+    first = start_worker(tmp_path, pod, "encoding", "--visibility-timeout", "6")
+    try:
+        pods_publisher("encoding_tasks", ENCODING, "encoding", BROKER).delay(7, str(source), 0, 0)
+        wait_until(lambda: list(owner.glob("*.0007.vidfarm-*")), 60, "the encode under way")
+    finally:
+        first(signal.SIGKILL)
+    assert pod.encodings == {}
+    second = start_worker(tmp_path, pod, "encoding", "--visibility-timeout", "6")
+    try:
+        wait_until(lambda: pod.encodings.get(7), 180, "the encode, delivered again")
+        time.sleep(8)  # past another visibility timeout: nothing is delivered a third time
+    finally:
+        assert second().returncode == 0
+    calls = [c for c in pod.calls if c["path"].startswith("/rest/store_remote_encoded_video/")]
+    assert len(calls) == 1, calls
+    assert pod.encodings[7]["duration"] == 30
+    assert not list(owner.glob(".*"))  # the killed attempt's folder is gone too
 
 
 def test_pods_statement_reaches_the_lrs_through_pods_url_form(
@@ -235,10 +390,10 @@ def test_pod_worker_says_what_is_missing_in_one_line(tmp_path: Path) -> None:
     ):
         assert name in result.stderr
     refused = subprocess.run(
-        [sys.executable, "-m", "vidfarm", "pod-worker", "--queues", "encoding"],
+        [sys.executable, "-m", "vidfarm", "pod-worker", "--queues", "importing"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert refused.returncode != 0 and "not served by vidfarm pod-worker yet" in refused.stderr
+    assert refused.returncode != 0 and "'importing' is not a Pod queue" in refused.stderr

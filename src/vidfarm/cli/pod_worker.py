@@ -23,8 +23,8 @@ from vidfarm.errors import ConfigError
 
 def pod_worker_command(
     queues: Annotated[
-        str, typer.Option(help="Comma-separated Pod queues: transcripting, xapi.")
-    ] = "transcripting,xapi",
+        str, typer.Option(help="Comma-separated Pod queues: encoding, transcripting, xapi.")
+    ] = "encoding,transcripting,xapi",
     pod_settings: Annotated[
         Path | None,
         typer.Option(help="Pod's settings_local.py: literal settings are read, never executed."),
@@ -36,22 +36,23 @@ def pod_worker_command(
     metrics_address: Annotated[str, typer.Option(help="Address of the metrics server.")] = (
         "127.0.0.1"
     ),
+    visibility_timeout: Annotated[
+        float,
+        typer.Option(
+            min=1, help="Seconds before Redis hands a dead worker's task out again (12 h)."
+        ),
+    ] = 12 * 3600,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
 ) -> None:
     """Run Pod's Celery tasks (Pod's names, arguments, files and callbacks) with vidfarm."""
     from vidfarm.dispatch.queues import describe_broker
-    from vidfarm.pod_worker.app import NOT_YET, QUEUES, Context, configure, make_pod_app
+    from vidfarm.pod_worker.app import QUEUES, Context, configure, make_pod_app
     from vidfarm.pod_worker.callbacks import PodApi
     from vidfarm.pod_worker.settings import load_pod_settings
 
     pod = load_pod_settings(os.environ, pod_settings)
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     for queue in chosen:
-        if queue in NOT_YET:
-            raise ConfigError(
-                f"--queues: Pod's {queue!r} queue is not served by vidfarm pod-worker yet; "
-                "keep Pod's own encoding worker on it (docs/pod.md)"
-            )
         if queue not in QUEUES:
             raise ConfigError(
                 f"--queues: {queue!r} is not a Pod queue (one of: {', '.join(QUEUES)})"
@@ -80,7 +81,7 @@ def pod_worker_command(
         markup=False,
         highlight=False,
     )
-    make_pod_app(broker).worker_main(
+    make_pod_app(broker, visibility_timeout).worker_main(
         [
             "worker",
             f"--queues={','.join(group)}",
@@ -99,7 +100,7 @@ def _check(pod: object, chosen: list[str]) -> None:
 
     assert isinstance(pod, PodSettings)
     needed = []
-    if "transcripting" in chosen:
+    if "encoding" in chosen or "transcripting" in chosen:
         if not pod.encoding_broker:
             needed.append("ENCODING_TRANSCODING_CELERY_BROKER_URL")
         if not pod.api_url:

@@ -22,18 +22,22 @@ from prometheus_client import Counter, Histogram
 from vidfarm.config import Settings
 from vidfarm.errors import VidfarmError
 from vidfarm.pod_worker.callbacks import PodApi
+from vidfarm.pod_worker.encoding import encode_for_pod
 from vidfarm.pod_worker.settings import PodSettings
 from vidfarm.pod_worker.transcription import engine_settings, transcribe_for_pod
 from vidfarm.pod_worker.xapi import send_statement
 
 log = logging.getLogger(__name__)
 
+ENCODING_TASK = "pod.video_encode_transcript.encoding_tasks.start_encoding_task"
 TRANSCRIPTION_TASK = "pod.video_encode_transcript.transcripting_tasks.start_transcripting_task"
 XAPI_TASK = "pod.xapi.xapi_tasks.send_xapi_statement_task"
 #: Pod's queue -> the tasks vidfarm runs from it.
-QUEUES = {"transcripting": (TRANSCRIPTION_TASK,), "xapi": (XAPI_TASK,)}
-#: Pod's encoding queue: its tasks are not taken here yet (docs/pod.md, "Encoding").
-NOT_YET = {"encoding"}
+QUEUES = {
+    "encoding": (ENCODING_TASK,),
+    "transcripting": (TRANSCRIPTION_TASK,),
+    "xapi": (XAPI_TASK,),
+}
 #: Longer than the longest task: Redis hands an unacknowledged message out again after it.
 VISIBILITY_TIMEOUT = 12 * 3600
 
@@ -66,8 +70,11 @@ def context() -> Context:
     return _context
 
 
-def make_pod_app(broker_url: str) -> Celery:
-    """One app per Pod broker (Pod puts xapi on its own database)."""
+def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT) -> Celery:
+    """One app per Pod broker (Pod puts xapi on its own database).
+
+    `visibility_timeout`: how long Redis keeps a taken message from others; a worker killed
+    mid-task has its message handed out again after it (it must outlast the longest task)."""
     app = Celery("vidfarm-pod", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
@@ -76,13 +83,44 @@ def make_pod_app(broker_url: str) -> Celery:
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={"visibility_timeout": visibility_timeout},
         broker_connection_retry_on_startup=True,
         worker_pool="threads",
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
-        task_routes={TRANSCRIPTION_TASK: {"queue": "transcripting"}, XAPI_TASK: {"queue": "xapi"}},
+        task_routes={
+            ENCODING_TASK: {"queue": "encoding"},
+            TRANSCRIPTION_TASK: {"queue": "transcripting"},
+            XAPI_TASK: {"queue": "xapi"},
+        },
     )
+
+    @app.task(name=ENCODING_TASK, bind=True)
+    def start_encoding_task(
+        _task: Any,
+        video_id: int,
+        video_path: str,
+        cut_start: int = 0,
+        cut_end: int = 0,
+        json_dressing: dict[str, Any] | None = None,
+        dressing_input: str = "",
+    ) -> None:
+        ctx = context()
+        _run(
+            "encoding",
+            f"video {video_id}",
+            lambda: encode_for_pod(
+                ctx.pod,
+                ctx.settings,
+                ctx.api,
+                video_id=int(video_id),
+                video_path=str(video_path),
+                cut_start=int(cut_start or 0),
+                cut_end=int(cut_end or 0),
+                json_dressing=json_dressing,
+                dressing_input=str(dressing_input or ""),
+            ),
+        )
 
     @app.task(name=TRANSCRIPTION_TASK, bind=True)
     def start_transcripting_task(
