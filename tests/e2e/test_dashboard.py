@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from farm_browser import REFUSAL, Server, free_port, login, screenshot, wait_until
+from farm_browser import REFUSAL, TINY_PROFILE, Server, free_port, login, screenshot, wait_until
 
 from fixtures_media import run_ffmpeg_cli, video_args
 from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
@@ -268,6 +268,37 @@ def test_quality_switches_up_to_1080p_and_back_while_playing_without_a_stall(
         assert max(by_level.values()) - min(by_level.values()) <= 1 / 24 + 0.005, (sn, by_level)
     assert page.evaluate("window.vidfarmPlayer.error") is None
     screenshot(page, "05-video-1080p-switch")
+
+
+def test_single_file_hls_plays_with_hls_js(page: Any, server: Server, subtitled_clip: Path) -> None:
+    """Pod's layout (one `<h>p.ts` per rendition, byte-range playlists) plays in hls.js."""
+    require_hls_js()
+    profile = server.data_dir / "profiles" / "single.toml"
+    profile.write_text("hls_single_file = true\n" + TINY_PROFILE)
+    with subtitled_clip.open("rb") as handle:
+        video_id = server.api("POST", "/videos/upload", files={"file": handle})["file_id"]
+    job = server.api("POST", f"/api/v1/videos/{video_id}/encode", json={"profile": "single"})
+    server.wait_job(job["id"], {"completed"}, timeout=120)
+    outputs = server.api("GET", f"/api/v1/videos/{video_id}")["outputs"]
+    variants = [o for o in outputs if o["kind"] == "hls_variant"]
+    assert sorted(o["path"] for o in variants) == ["144p.m3u8", "180p.m3u8"]
+    for variant in variants:
+        playlist = httpx.get(
+            f"{server.base}{variant['url']}", headers={"Authorization": f"Bearer {server.admin}"}
+        ).text
+        uris = {line for line in playlist.splitlines() if line and not line.startswith("#")}
+        assert uris == {variant["path"].replace(".m3u8", ".ts")}, playlist  # one file
+        assert playlist.count("#EXT-X-BYTERANGE:") >= 5, playlist  # 12 s in 2 s ranges
+
+    login(page, server, server.admin, hash=f"#/videos/{video_id}")
+    page.wait_for_selector('#player[data-mode="hls"]')
+    wait_until(page, "document.querySelectorAll('#quality option').length === 3")
+    page.select_option("#quality", label="144p")
+    page.click("#play")
+    wait_until(page, "document.getElementById('video').currentTime > 2.5")
+    page.select_option("#quality", label="180p")
+    wait_until(page, "document.getElementById('video').videoHeight === 180", timeout=30)
+    assert page.evaluate("window.vidfarmPlayer.error") is None
 
 
 def test_player_falls_back_to_mp4_without_hls_js(
