@@ -151,6 +151,36 @@ def test_kill_nine_mid_encode_loses_nothing(farm: Farm, long_clip: Path) -> None
     assert not list((farm.data_dir / "work").glob(f"{job_id}-a2"))
 
 
+def encoders_in(folder: Path) -> list[int]:
+    """Live processes working in `folder` (ffmpeg runs with its staging folder as cwd)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cwd.startswith(f"{folder}/") and state not in ("Z", "X"):
+            found.append(int(proc.name))
+    return found
+
+
+def test_kill_nine_mid_encode_leaves_no_encoder_behind(farm: Farm, long_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(long_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    assert encoders_in(attempt), "the encode should be running"
+    farm.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while encoders_in(attempt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not encoders_in(attempt)
+    # It died with its worker, it did not run to the end: no playlist was ever finished.
+    playlists = list(attempt.rglob("*.m3u8"))
+    assert not any("#EXT-X-ENDLIST" in p.read_text() for p in playlists), playlists
+
+
 def test_graceful_stop_hands_the_job_back(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)

@@ -1,7 +1,9 @@
 """Run one ffmpeg process: argument lists only, live progress, cancellation and a time limit.
 
 ffmpeg runs in its own process group so that cancelling or timing out kills everything it
-started. Failures become classified errors carrying the exit code and the end of the log.
+started, and dies with the process that started it (`spawn`), so a kill -9 of a worker leaves
+no orphan encoding for nobody. Failures become classified errors carrying the exit code and
+the end of the log.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from vidfarm.errors import FFmpegFailed, FFmpegInterrupted, JobCancelled, JobTimedOut
+from vidfarm.media.spawn import spawn
 
 #: Log lines that mean the machine, not the input, was the problem: worth another attempt.
 TRANSIENT_MARKERS = (
@@ -56,14 +58,7 @@ class FFmpegProcess:
     ) -> None:
         self.time_limit = time_limit
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: one kill reaches every child
-        )
+        self.process = spawn(list(command), cwd=cwd)
         self.log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.timed_out = threading.Event()
         self.exit_code: int | None = None
