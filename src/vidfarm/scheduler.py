@@ -84,7 +84,7 @@ class Scheduler:
     def sweep(self) -> int:
         """Remove what dead workers and uploads left in the data folder; returns bytes freed."""
         data = self._settings.data_dir
-        freed = scratch.sweep(data / "work").freed_bytes
+        freed = scratch.sweep(data / "work", scratch.ATTEMPT_FOLDERS).freed_bytes
         freed += scratch.sweep(data / "uploads", "upload-*").freed_bytes
         if freed:
             log.warning("leftovers swept: %d bytes freed", freed)

@@ -24,6 +24,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OWNER = ".owner"
+#: The attempt folders of `work/` (`<job>-a<token>`): the sweep touches nothing else there.
+ATTEMPT_FOLDERS = "*-a[0-9]*"
 #: A folder without `.owner` this young may be one being created right now.
 GRACE_SECONDS = 60.0
 
@@ -138,3 +140,12 @@ def _size(path: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(folder, name)).st_size
     return total
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space for an unprivileged writer where `folder` is (or would be) created."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            stats = os.statvfs(candidate)
+            return stats.f_bavail * stats.f_frsize
+    return 0

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from vidfarm.errors import FFmpegFailed, FFmpegInterrupted, JobCancelled, JobTimedOut
+from vidfarm.errors import (
+    FFmpegFailed,
+    FFmpegInterrupted,
+    JobCancelled,
+    JobTimedOut,
+    OutOfSpace,
+)
 from vidfarm.media.spawn import spawn
 
 #: Log lines that mean the machine, not the input, was the problem: worth another attempt.
@@ -159,9 +165,14 @@ def run_ffmpeg(
     )
 
 
-def classify_failure(exit_code: int, log_tail: list[str]) -> FFmpegFailed | FFmpegInterrupted:
+def classify_failure(
+    exit_code: int, log_tail: list[str]
+) -> FFmpegFailed | FFmpegInterrupted | OutOfSpace:
     last = next((line for line in reversed(log_tail) if line.strip()), "no error message")
     text = "\n".join(log_tail)
+    full = next((line for line in log_tail if "No space left on device" in line), None)
+    if full is not None:  # the job waits for space instead of burning its attempts
+        return OutOfSpace(f"ffmpeg ran out of disk space: {full}", log_tail=log_tail)
     if exit_code < 0 or any(marker in text for marker in TRANSIENT_MARKERS):
         how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit {exit_code}"
         return FFmpegInterrupted(
