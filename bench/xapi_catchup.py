@@ -70,7 +70,11 @@ def main() -> None:
         ralph.start()
         started = time.perf_counter()
         try:
-            while pending():
+            shown = started
+            while left := pending():
+                if time.perf_counter() - shown >= 10:
+                    shown = time.perf_counter()
+                    print(f"  {shown - started:.0f} s: {left} pending", flush=True)
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
             delivery.stop()
