@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the Ralph launcher lives with the test fixtures
@@ -40,6 +41,18 @@ from vidfarm.xapi.statements import (  # noqa: E402
 )
 
 
+def build(statements: int) -> list[tuple[dict[str, Any], str | None]]:
+    """`statements` distinct "played" statements of one video (shared with xapi_catchup)."""
+    policy = ActorPolicy(home_page="https://farm.example", secret=b"k" * 64)
+    video = VideoActivity(id="https://farm.example/api/v1/videos/v1", name="lecture.mp4")
+    built: list[tuple[dict[str, Any], str | None]] = []
+    for i in range(statements):
+        event = validate_event({"video_id": "v1", "verb": "played", "time": i, "session_id": "s"})
+        actor = policy.actor(Viewer(user_id=f"u{i % 50}", username="x"), None)
+        built.append((build_statement(event, actor=actor, video=video), "v1"))
+    return built
+
+
 def run_mode(python: Path, workdir: Path, statements: int, batch_size: int) -> float:
     """Deliver `statements` with this batch size; returns statements per second."""
     ralph = Ralph(python, workdir / "ralph")
@@ -56,17 +69,8 @@ def run_mode(python: Path, workdir: Path, statements: int, batch_size: int) -> f
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)
         sessions = make_session_factory(engine)
-        policy = ActorPolicy(home_page="https://farm.example", secret=b"k" * 64)
-        video = VideoActivity(id="https://farm.example/api/v1/videos/v1", name="lecture.mp4")
-        built = []
-        for i in range(statements):
-            event = validate_event(
-                {"video_id": "v1", "verb": "played", "time": i, "session_id": "s"}
-            )
-            actor = policy.actor(Viewer(user_id=f"u{i % 50}", username="x"), None)
-            built.append((build_statement(event, actor=actor, video=video), "v1"))
         with sessions() as session:
-            ids = enqueue(session, built)
+            ids = enqueue(session, build(statements))
         delivery = XapiDelivery(sessions, settings)
         started = time.perf_counter()
         delivered = 0

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from vidfarm.claims import Claim, Reporter
-from vidfarm.errors import JobTimedOut, StaleAttempt, TransientError, UnexpectedError, VidfarmError
+from vidfarm.errors import (
+    JobTimedOut,
+    StaleAttempt,
+    TransientError,
+    UnexpectedError,
+    VidfarmError,
+    out_of_space,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,11 @@ def _after_crash(reporter: AttemptReporter, error: Exception) -> None:
         return
     if reporter.interrupted and not reporter.stopping:
         log.info("job %s: worker core raised after being stopped: %r", job_id, error)
+        return
+    full = out_of_space(error)
+    if full is not None:  # the OS's or SQLite's line, not a traceback: nothing is broken
+        log.warning("job %s: %s", job_id, full)
+        reporter.fail(full, full.log_tail)
         return
     log.exception("job %s: worker core raised", job_id)
     wrapped = error if isinstance(error, VidfarmError) else UnexpectedError(error)

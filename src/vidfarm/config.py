@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     s3_presign_seconds: Annotated[int, Field(ge=60, le=604800)] = Field(
         default=3600, description="Lifetime of presigned media URLs."
     )
+    min_free_bytes: Annotated[int, Field(ge=0)] = Field(
+        default=256 * 1024**2,
+        description="Below this much free space in the data or work folder, /readyz says 503.",
+    )
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         default=20 * 1024**3, description="Largest accepted upload (bytes); larger is a 413."
     )

@@ -71,6 +71,39 @@ class JobCancelled(PermanentError):
     """Someone cancelled the job while it ran."""
 
 
+class OutOfSpace(TransientError):
+    """A disk is full: the job waits for space (longer backoff, the attempt not counted).
+
+    The log tail is the line that said so (ffmpeg's or the OS's), never a traceback.
+    """
+
+    def __init__(self, message: str, *, log_tail: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail or [message]
+
+
+#: What the OS and SQLite say when a disk is full (ENOSPC, EDQUOT, SQLITE_FULL).
+_FULL_DISK_ERRNOS = (28, 122)
+_FULL_DISK_TEXT = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
+def out_of_space(error: BaseException) -> OutOfSpace | None:
+    """The OutOfSpace an exception (or its cause) really is, or None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OutOfSpace):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in _FULL_DISK_ERRNOS:
+            line = f"{seen.strerror}: {seen.filename}" if seen.filename else str(seen.strerror)
+            return OutOfSpace(f"out of disk space: {line}", log_tail=[line])
+        text = str(seen)
+        if any(marker in text for marker in _FULL_DISK_TEXT):
+            line = text.splitlines()[0] if text else "no space left"
+            return OutOfSpace(f"out of disk space: {line}", log_tail=[line])
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class StorageUnavailable(TransientError):
     """The media store could not be read or written."""
 
@@ -129,4 +162,6 @@ def error_from_report(error_class: str, message: str, *, permanent: bool) -> Vid
         return JobTimedOut(message)
     if error_class == JobCancelled.__name__:
         return JobCancelled(message)
+    if error_class == OutOfSpace.__name__:
+        return OutOfSpace(message)
     return ReportedError(message, error_class=error_class, permanent=permanent)

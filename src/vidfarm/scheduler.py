@@ -1,7 +1,8 @@
 """The reconcile loop: return lost jobs to the queue and dispatch jobs that are due.
 
 It only reads and fixes SQL, so running it twice (serve and `vidfarm process-tasks` at once)
-is harmless: reclaiming and queueing are conditional updates.
+is harmless: reclaiming and queueing are conditional updates. It also sweeps the scratch space
+(attempt folders, half uploads) that dead processes left, at start and every few minutes.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from vidfarm import jobs
+from vidfarm import jobs, scratch
 from vidfarm.config import Settings
 from vidfarm.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+SWEEP_EVERY_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class Scheduler:
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self._stop.clear()
+        self.sweep()
         self._thread = threading.Thread(target=self._loop, name="vidfarm-scheduler", daemon=True)
         self._thread.start()
 
@@ -76,10 +81,23 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
 
+    def sweep(self) -> int:
+        """Remove what dead workers and uploads left in the data folder; returns bytes freed."""
+        data = self._settings.data_dir
+        freed = scratch.sweep(data / "work", scratch.ATTEMPT_FOLDERS).freed_bytes
+        freed += scratch.sweep(data / "uploads", "upload-*").freed_bytes
+        if freed:
+            log.warning("leftovers swept: %d bytes freed", freed)
+        return freed
+
     def _loop(self) -> None:
+        swept = time.monotonic()
         while not self._stop.is_set():
             try:
                 self.tick()
+                if time.monotonic() - swept >= SWEEP_EVERY_SECONDS:
+                    swept = time.monotonic()
+                    self.sweep()
             except Exception:
                 # SQL or the broker is down: keep looping, the next tick repairs everything.
                 log.exception("scheduler tick failed")

@@ -7,7 +7,7 @@ own work folder, publishes what it made under the attempt's prefix, and reports 
 from __future__ import annotations
 
 import logging
-import shutil
+from pathlib import Path
 from typing import Any
 
 from vidfarm.claims import Claim, OutputRecord, Reporter, attempt_prefix
@@ -15,6 +15,7 @@ from vidfarm.config import Settings
 from vidfarm.errors import JobCancelled, StaleAttempt, VidfarmError
 from vidfarm.keepalive import KeepAlive
 from vidfarm.kinds import Publication, Workspace, kind_for
+from vidfarm.scratch import owned_folder
 from vidfarm.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,14 @@ def run_job(claim: Claim, reporter: Reporter, *, settings: Settings, storage: St
 
 def _run(claim: Claim, reporter: Reporter, *, settings: Settings, storage: Storage) -> None:
     folder = settings.data_dir / "work" / f"{claim.job_id}-a{claim.fencing_token}"
+    # Held while the attempt runs, removed when it ends; after a kill -9, `scratch.sweep`.
+    with owned_folder(folder):
+        _run_in(folder, claim, reporter, settings=settings, storage=storage)
+
+
+def _run_in(
+    folder: Path, claim: Claim, reporter: Reporter, *, settings: Settings, storage: Storage
+) -> None:
     try:
         kind = kind_for(claim.job_type)
         work = Workspace(settings=settings, storage=storage, folder=folder)
@@ -43,8 +52,6 @@ def _run(claim: Claim, reporter: Reporter, *, settings: Settings, storage: Stora
     except VidfarmError as error:
         log.info("job %s attempt %s failed: %s", claim.job_id, claim.attempt, error)
         reporter.fail(error, list(getattr(error, "log_tail", []) or []))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _publish(claim: Claim, reporter: Reporter, storage: Storage, publication: Publication) -> None:

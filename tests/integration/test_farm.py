@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -149,6 +150,77 @@ def test_kill_nine_mid_encode_loses_nothing(farm: Farm, long_clip: Path) -> None
     [folder] = published(farm, job_id)  # only the accepted attempt's outputs exist
     assert folder.name == "a2"
     assert not list((farm.data_dir / "work").glob(f"{job_id}-a2"))
+
+
+def encoders_in(folder: Path) -> list[int]:
+    """Live processes working in `folder` (ffmpeg runs with its staging folder as cwd)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if cwd.startswith(f"{folder}/") and state not in ("Z", "X"):
+            found.append(int(proc.name))
+    return found
+
+
+def test_kill_nine_mid_encode_leaves_no_encoder_behind(farm: Farm, long_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(long_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    assert encoders_in(attempt), "the encode should be running"
+    farm.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while encoders_in(attempt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not encoders_in(attempt)
+    # It died with its worker, it did not run to the end: no playlist was ever finished.
+    playlists = list(attempt.rglob("*.m3u8"))
+    assert not any("#EXT-X-ENDLIST" in p.read_text() for p in playlists), playlists
+
+
+def start_upload(farm: Farm, size: int) -> socket.socket:
+    """Begin uploading `size` bytes and send only the first megabyte (a client mid-upload)."""
+    boundary = "vidfarmboundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
+    request = (
+        f"POST /videos/upload HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: {farm.headers['Authorization']}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(head) + size}\r\n\r\n"
+    ).encode()
+    client = socket.create_connection(("127.0.0.1", farm.port))
+    client.sendall(request + head + b"\0" * 1_000_000)
+    return client
+
+
+def test_leftovers_of_a_kill_nine_are_swept_at_the_next_start(farm: Farm, long_clip: Path) -> None:
+    farm.start()
+    job_id = farm.submit(long_clip)
+    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
+    client = start_upload(farm, 50_000_000)
+    uploads = farm.data_dir / "uploads"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        p.stat().st_size > 0 for p in uploads.glob("upload-*")
+    ):
+        time.sleep(0.05)
+    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    assert list(attempt.glob("**/.out.partial-*")) and list(uploads.glob("upload-*"))
+    farm.stop(signal.SIGKILL)
+    client.close()
+    assert attempt.exists() and list(uploads.glob("upload-*"))  # nobody cleaned up: kill -9
+    farm.start()
+    assert not attempt.exists()  # swept before the farm takes new work
+    assert not list(uploads.glob("upload-*"))
+    assert "leftovers swept" in (farm.data_dir / "serve.log").read_text()
+    farm.wait_for(job_id, lambda j: j["status"] == "completed", timeout=180)
 
 
 def test_graceful_stop_hands_the_job_back(farm: Farm, long_clip: Path) -> None:

@@ -7,7 +7,13 @@ import uuid
 
 import pytest
 
-from vidfarm.errors import FFmpegFailed, FFmpegInterrupted, JobCancelled, JobTimedOut
+from vidfarm.errors import (
+    FFmpegFailed,
+    FFmpegInterrupted,
+    JobCancelled,
+    JobTimedOut,
+    OutOfSpace,
+)
 from vidfarm.media.ffmpeg import classify_failure, run_ffmpeg
 from vidfarm.media.tools import ffmpeg_executable
 
@@ -87,7 +93,7 @@ def test_time_limit_kills_the_process_group() -> None:
     ("exit_code", "log", "transient"),
     [
         (-9, ["frame=  10"], True),  # killed (OOM killer, operator): try again
-        (1, ["av_interleaved_write_frame(): No space left on device"], True),
+        (1, ["Cannot allocate memory"], True),
         (1, ["Invalid data found when processing input"], False),
         (234, [], False),
     ],
@@ -97,3 +103,11 @@ def test_failures_are_classified(exit_code: int, log: list[str], transient: bool
     assert isinstance(error, FFmpegInterrupted if transient else FFmpegFailed)
     assert error.permanent is not transient
     assert error.exit_code == exit_code
+
+
+def test_a_full_disk_is_out_of_space_with_ffmpegs_line() -> None:
+    line = "av_interleaved_write_frame(): No space left on device"
+    error = classify_failure(1, ["frame=  10", line, "Conversion failed!"])
+    assert isinstance(error, OutOfSpace) and not error.permanent
+    assert str(error) == f"ffmpeg ran out of disk space: {line}"
+    assert line in error.log_tail

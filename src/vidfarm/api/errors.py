@@ -20,9 +20,11 @@ from vidfarm.errors import (
     InvalidTransition,
     JobNotFound,
     NotFound,
+    OutOfSpace,
     StaleAttempt,
     TooLarge,
     VidfarmError,
+    out_of_space,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ STATUS: dict[type[Exception], int] = {
     InvalidTransition: 409,
     StaleAttempt: 409,
     InvalidParameters: 422,
+    OutOfSpace: 507,
 }
 
 
@@ -87,5 +90,9 @@ def install_error_handlers(
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        full = out_of_space(error)  # ENOSPC from a write, "database or disk is full"
+        if full is not None:
+            log.error("%s %s: %s", request.method, request.url.path, full)
+            return JSONResponse({"detail": f"insufficient storage: {full}"}, status_code=507)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)

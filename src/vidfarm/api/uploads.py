@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,6 +18,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from vidfarm.errors import InvalidParameters, TooLarge
+from vidfarm.scratch import locked_temp_file
 
 #: Room for the multipart envelope around the file itself.
 ENVELOPE_BYTES = 64 * 1024
@@ -37,6 +37,7 @@ class ReceivedUpload:
     path: Path
     filename: str
     size: int
+    lock: int = -1  # holds the file's lock until `discard`: the leftover sweep keeps off it
 
 
 class _FilePart:
@@ -97,9 +98,7 @@ async def receive_upload(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + ENVELOPE_BYTES:
         raise TooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(prefix="upload-", dir=folder)
-    target = Path(name)
+    target, descriptor, lock = locked_temp_file(folder, "upload-")  # kill -9: left to the sweep
     part = _FilePart(field, target, max_bytes, os.fdopen(descriptor, "wb"))
     callbacks = {
         name: getattr(part, name)
@@ -115,25 +114,27 @@ async def receive_upload(
     }
     parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
-        with part.handle:
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-    except ClientDisconnect:
-        target.unlink(missing_ok=True)
-        raise UploadInterrupted("the upload was interrupted") from None
-    except MultipartParseError as error:
-        target.unlink(missing_ok=True)
-        raise InvalidParameters(f"malformed multipart body ({error})") from None
+        try:
+            with part.handle:
+                async for chunk in request.stream():
+                    parser.write(chunk)
+                parser.finalize()
+        except ClientDisconnect:
+            raise UploadInterrupted("the upload was interrupted") from None
+        except MultipartParseError as error:
+            raise InvalidParameters(f"malformed multipart body ({error})") from None
+        if part.filename is None:
+            raise InvalidParameters(f"the form has no '{field}' file field")
     except BaseException:
         target.unlink(missing_ok=True)
+        os.close(lock)
         raise
-    if part.filename is None:
-        target.unlink(missing_ok=True)
-        raise InvalidParameters(f"the form has no '{field}' file field")
-    return ReceivedUpload(path=target, filename=part.filename, size=part.size)
+    return ReceivedUpload(path=target, filename=part.filename, size=part.size, lock=lock)
 
 
 def discard(upload: ReceivedUpload) -> None:
     with contextlib.suppress(OSError):
         upload.path.unlink()
+    if upload.lock >= 0:
+        with contextlib.suppress(OSError):
+            os.close(upload.lock)

@@ -30,11 +30,18 @@ def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, A
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
+        # While a dead worker's lease runs out its job still says running: say how quiet.
+        "heartbeat_age_seconds": _round(jobs.heartbeat_age(job)),
+        "news": jobs.news(job),
     }
     if detail:
         view["log_tail"] = job.log_tail
         view["result"] = job.result
     return view
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def output_url(video_id: str, output: Output) -> str:

@@ -104,6 +104,12 @@ def show_job(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
         _print_job(session, job)
 
 
+def _quiet(job: Job) -> str:
+    """` (no news for 40 s)` while a running job's worker has been silent a while."""
+    news = jobs.news(job)
+    return f" ({news})" if news else ""
+
+
 def _print_job(session: Any, job: Job) -> None:
     position, waiting = jobs.rank(session, job.id)
     rows = {
@@ -111,7 +117,11 @@ def _print_job(session: Any, job: Job) -> None:
         "type": job.type,
         "status": job.status,
         "video": job.video_id,
-        "progress": f"{job.progress:.1f}% {job.step or ''}".strip(),
+        "progress": " ".join(
+            filter(
+                None, [f"{job.progress:.1f}%", job.step, jobs.news(job) and f"({jobs.news(job)})"]
+            )
+        ),
         "attempts": f"{job.attempts}/{job.max_attempts}",
         "priority": job.priority,
         "rank": f"{position} of {waiting} waiting" if position else "-",

@@ -26,6 +26,7 @@ from vidfarm.config import Settings, load_settings
 from vidfarm.dispatch.queues import MAX_PRIORITY, QUEUE_ARGUMENTS, is_redis
 from vidfarm.errors import JobTimedOut, VidfarmError
 from vidfarm.remote import ControlPlane, HttpOutbox, HttpReporter
+from vidfarm.scratch import ATTEMPT_FOLDERS, sweep
 from vidfarm.storage import Storage, make_storage
 from vidfarm.worker import run_job
 from vidfarm.xapi.delivery import XapiDelivery
@@ -115,6 +116,7 @@ class WorkerContext:
         plane = ControlPlane(settings.api_url, settings.worker_token.get_secret_value())
         info = plane.ping()
         storage = make_storage(settings)
+        sweep(settings.data_dir / "work", ATTEMPT_FOLDERS)  # left by a worker killed here
         return cls(settings, storage, plane, float(info["lease_seconds"]))
 
     def run(self, claim: Claim, reporter: Reporter) -> None:

@@ -24,7 +24,16 @@ from vidfarm.jobs.lifecycle import (
     restart,
     unqueue,
 )
-from vidfarm.jobs.queries import CLAIM_ORDER, due_pending, get_job, list_jobs, queued_counts, rank
+from vidfarm.jobs.queries import (
+    CLAIM_ORDER,
+    due_pending,
+    get_job,
+    heartbeat_age,
+    list_jobs,
+    news,
+    queued_counts,
+    rank,
+)
 from vidfarm.jobs.rows import ERROR_MAX_CHARS, LOG_TAIL_MAX_CHARS
 
 __all__ = [
@@ -45,9 +54,11 @@ __all__ = [
     "fail",
     "get_job",
     "heartbeat",
+    "heartbeat_age",
     "list_jobs",
     "mark_queued",
     "mark_republished",
+    "news",
     "note_waiting",
     "queued_counts",
     "rank",

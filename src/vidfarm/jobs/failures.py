@@ -12,6 +12,7 @@ from vidfarm.db import write_transaction
 from vidfarm.errors import (
     JobCancelled,
     JobTimedOut,
+    OutOfSpace,
     VidfarmError,
 )
 from vidfarm.jobs.clock import utcnow
@@ -67,6 +68,11 @@ def record_failure(
     job.log_tail = join_tail(log_tail) if log_tail else None
     job.updated_at = now
     clear_lease(job)
+    if isinstance(error, OutOfSpace):
+        # A full disk is the machine's trouble, not the job's: wait for space, uncounted.
+        job.attempts = max(0, job.attempts - 1)
+        _retry_later(job, now, space_wait(retry_base, retry_max))
+        return
     if isinstance(error, JobCancelled):
         status = JobStatus.CANCELLED
     elif isinstance(error, JobTimedOut):
@@ -74,15 +80,23 @@ def record_failure(
     elif error.permanent or job.attempts >= job.max_attempts:
         status = JobStatus.FAILED
     else:
-        delay = backoff_delay(job.attempts, retry_base, retry_max, rng)
-        job.status = PENDING
-        job.not_before = now + timedelta(seconds=delay)
-        job.queued_at = None
-        job.progress = 0.0
-        job.step = None
+        _retry_later(job, now, backoff_delay(job.attempts, retry_base, retry_max, rng))
         return
     job.status = status.value
     job.finished_at = now
+
+
+def _retry_later(job: Job, now: datetime, delay: float) -> None:
+    job.status = PENDING
+    job.not_before = now + timedelta(seconds=delay)
+    job.queued_at = None
+    job.progress = 0.0
+    job.step = None
+
+
+def space_wait(base: float, cap: float) -> float:
+    """How long a job waits for disk space before trying again: longer than a first retry."""
+    return min(cap, 6 * base)
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:

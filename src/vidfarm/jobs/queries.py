@@ -104,3 +104,21 @@ def rank(session: Session, job_id: str) -> tuple[int | None, int]:
     )
     before = session.scalar(select(func.count()).select_from(Job).where(waiting, ahead)) or 0
     return before + 1, total
+
+
+#: A running job silent this long is worth saying so ("no news for 40 s"): its worker may be
+#: dead, and its lease has not run out yet.
+QUIET_SECONDS = 10.0
+
+
+def heartbeat_age(job: Job, now: datetime | None = None) -> float | None:
+    """Seconds since a running job's worker last reported (claim or heartbeat); else None."""
+    if job.status != JobStatus.RUNNING.value or job.updated_at is None:
+        return None
+    return max(0.0, ((now or utcnow()) - as_utc(job.updated_at)).total_seconds())
+
+
+def news(job: Job, now: datetime | None = None) -> str | None:
+    """`no news for 40 s` for a running job that has been quiet a while, else None."""
+    age = heartbeat_age(job, now)
+    return None if age is None or age < QUIET_SECONDS else f"no news for {age:.0f} s"

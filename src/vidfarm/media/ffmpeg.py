@@ -1,7 +1,9 @@
 """Run one ffmpeg process: argument lists only, live progress, cancellation and a time limit.
 
 ffmpeg runs in its own process group so that cancelling or timing out kills everything it
-started. Failures become classified errors carrying the exit code and the end of the log.
+started, and dies with the process that started it (`spawn`), so a kill -9 of a worker leaves
+no orphan encoding for nobody. Failures become classified errors carrying the exit code and
+the end of the log.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from vidfarm.errors import FFmpegFailed, FFmpegInterrupted, JobCancelled, JobTimedOut
+from vidfarm.errors import (
+    FFmpegFailed,
+    FFmpegInterrupted,
+    JobCancelled,
+    JobTimedOut,
+    OutOfSpace,
+)
+from vidfarm.media.spawn import spawn
 
 #: Log lines that mean the machine, not the input, was the problem: worth another attempt.
 TRANSIENT_MARKERS = (
@@ -56,14 +64,7 @@ class FFmpegProcess:
     ) -> None:
         self.time_limit = time_limit
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            list(command),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: one kill reaches every child
-        )
+        self.process = spawn(list(command), cwd=cwd)
         self.log: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self.timed_out = threading.Event()
         self.exit_code: int | None = None
@@ -164,9 +165,14 @@ def run_ffmpeg(
     )
 
 
-def classify_failure(exit_code: int, log_tail: list[str]) -> FFmpegFailed | FFmpegInterrupted:
+def classify_failure(
+    exit_code: int, log_tail: list[str]
+) -> FFmpegFailed | FFmpegInterrupted | OutOfSpace:
     last = next((line for line in reversed(log_tail) if line.strip()), "no error message")
     text = "\n".join(log_tail)
+    full = next((line for line in log_tail if "No space left on device" in line), None)
+    if full is not None:  # the job waits for space instead of burning its attempts
+        return OutOfSpace(f"ffmpeg ran out of disk space: {full}", log_tail=log_tail)
     if exit_code < 0 or any(marker in text for marker in TRANSIENT_MARKERS):
         how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exit {exit_code}"
         return FFmpegInterrupted(

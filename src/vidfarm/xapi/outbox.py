@@ -5,6 +5,9 @@
        │ ──5xx, 429, timeout, no answer────────────► pending, next try after backoff + jitter
        └ ──401/403 (404: wrong URL)────────────────► pending, delivery paused (an alert in status)
 
+After a success, every statement backing off is due again at once: the LRS is back, so the
+backlog drains in full batches instead of at each statement's own randomised retry time.
+
 A 400 for a batch is bisected until the bad statement is alone, so one malformed statement
 never holds back the others. The LRS treats a second POST of the same id and content as
 already stored: a batch sent twice (a lost answer, a crash after sending) has no second effect.
@@ -101,7 +104,8 @@ class Result:
 def record(
     session: Session, results: dict[str, Result], *, retry_base: float, retry_max: float
 ) -> None:
-    """Write the outcome of one delivery round; a success also lifts an earlier pause."""
+    """Write the outcome of one delivery round; a success also lifts an earlier pause and
+    brings every statement backing off forward (the LRS answers again: catch up now)."""
     now = utcnow()
     with write_transaction(session):
         ids = list(results)
@@ -125,6 +129,18 @@ def record(
             else:  # paused: not the statement's fault, so no attempt is counted
                 row.next_attempt_at = now
         outcomes = {r.outcome for r in results.values()}
+        if "delivered" in outcomes and not outcomes & {"paused", "retry"}:
+            # Backing off = tried before and waiting. A statement another loop leases right
+            # now may be sent twice; the LRS keeps one (same id), as after any lost answer.
+            session.execute(
+                update(XapiStatement)
+                .where(
+                    XapiStatement.state == PENDING,
+                    XapiStatement.attempts > 0,
+                    XapiStatement.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
         if "delivered" in outcomes and "paused" not in outcomes:
             session.execute(
                 update(XapiStatement)

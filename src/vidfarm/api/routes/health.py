@@ -12,6 +12,7 @@ from vidfarm.api.deps import RuntimeDep
 from vidfarm.errors import VidfarmError
 from vidfarm.metrics import render_metrics
 from vidfarm.runtime import Runtime
+from vidfarm.scratch import free_bytes
 
 router = APIRouter(tags=["health"])
 
@@ -37,6 +38,7 @@ def readyz(runtime: RuntimeDep) -> Any:
         checks["storage"] = "ok"
     except VidfarmError as error:
         checks["storage"] = str(error)
+    checks["disk"] = _free_space(runtime)
     broker = _broker(runtime)
     warnings: list[str] = []
     if broker is None:
@@ -48,6 +50,19 @@ def readyz(runtime: RuntimeDep) -> Any:
     if warnings:
         body["warnings"] = warnings
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _free_space(runtime: Runtime) -> str:
+    """`ok`, or which folder has less free space than VIDFARM_MIN_FREE_BYTES."""
+    settings = runtime.settings
+    for name, folder in (("data", settings.data_dir), ("work", settings.data_dir / "work")):
+        free = free_bytes(folder)
+        if free < settings.min_free_bytes:
+            return (
+                f"{name} folder {folder}: {free // 2**20} MiB free, below "
+                f"VIDFARM_MIN_FREE_BYTES ({settings.min_free_bytes // 2**20} MiB)"
+            )
+    return "ok"
 
 
 def _broker(runtime: Runtime) -> tuple[str, list[str]] | None:
