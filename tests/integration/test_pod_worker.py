@@ -320,7 +320,7 @@ def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(
     """Pod's own worker acknowledges first: killed mid-encode, the video stays "encoding"."""
     owner = pod.media_root / "videos" / "owner"
     source = owner / "long.mp4"
-    run_ffmpeg_cli(*video_args("1280x720", 25, 30.0), str(source))
+    run_ffmpeg_cli(*video_args("1280x720", 25, 12.0), str(source))
     pod.in_progress.add(7)
     first = start_worker(tmp_path, pod, "encoding", "--visibility-timeout", "6")
     try:
@@ -337,7 +337,7 @@ def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(
         assert second().returncode == 0
     calls = [c for c in pod.calls if c["path"].startswith("/rest/store_remote_encoded_video/")]
     assert len(calls) == 1, calls
-    assert pod.encodings[7]["duration"] == 30
+    assert pod.encodings[7]["duration"] == 12
     assert not list(owner.glob(".*"))  # the killed attempt's folder is gone too
 
 

@@ -83,7 +83,13 @@ def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout,
+            # How often taken-but-unacknowledged messages past their timeout are handed out
+            # again: one cheap Redis query (kombu's default is about every 100 s).
+            "unacked_restore_interval": max(1.0, min(10.0, visibility_timeout / 6)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_pool="threads",
         worker_hijack_root_logger=False,
