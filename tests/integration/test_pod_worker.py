@@ -39,6 +39,7 @@ POD_TOKEN = "pod-staff-token-" + uuid.uuid4().hex
 TRANSCRIPTION = "pod.video_encode_transcript.transcripting_tasks.start_transcripting_task"
 XAPI = "pod.xapi.xapi_tasks.send_xapi_statement_task"
 ENCODING = "pod.video_encode_transcript.encoding_tasks.start_encoding_task"
+STUDIO = "pod.video_encode_transcript.encoding_tasks.start_studio_task"
 #: Pod's ladder at the cheapest preset: these tests check Pod's files, not x264.
 POD_LADDER = """\
 preset = "ultrafast"
@@ -76,6 +77,7 @@ class StandInPod:
         self.calls: list[dict[str, Any]] = []
         self.tracks: dict[int, str] = {}
         self.encodings: dict[int, dict[str, Any]] = {}
+        self.studios: dict[int, Path] = {}
         pod = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -105,6 +107,12 @@ class StandInPod:
         if auth != f"Token {POD_TOKEN}":
             return 401, {"detail": "Authentication credentials were not provided."}
         endpoint, _, query = path.partition("?")
+        if endpoint == "/rest/store_remote_encoded_video_studio/":
+            output = Path(body["video_output"])  # Pod makes a video of it, then encodes it
+            if not output.is_file() or output.stat().st_size == 0:
+                return 500, {"detail": f"no file {output}"}
+            self.studios[int(query.removeprefix("recording_id="))] = output
+            return 200, "ok"
         if endpoint == "/rest/store_remote_encoded_video/":
             return self.import_encoding(int(query.removeprefix("id=")), body)
         if endpoint != "/rest/store_remote_transcripted_video/":
@@ -312,6 +320,44 @@ def test_pods_encoding_task_writes_what_pods_importer_reads(
     assert dressed[0] > 200 and dressed[1] < 60 and dressed[2] < 60, dressed
     assert not (plain[0] > 200 and plain[1] < 60 and plain[2] < 60), plain
     assert not list(owner.glob(".*"))  # no hidden work folder left behind
+
+
+def test_pods_studio_task_lays_the_recording_out_in_one_mp4(
+    tmp_path: Path, broker: redis.Redis, pod: StandInPod
+) -> None:
+    """Presentation full size, presenter in the top right (piph), cut by subtime."""
+    folder = pod.media_root / "videos" / "owner" / "studio"
+    folder.mkdir(parents=True)
+    slides, camera = folder / "presentation.mp4", folder / "presenter.mp4"
+    for path, colour, size in ((slides, "blue", "640x360"), (camera, "green", "320x240")):
+        run_ffmpeg_cli(
+            "-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=25:d=4",
+            "-f", "lavfi", "-i", "sine=f=440:sample_rate=48000:d=4",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-shortest", str(path),
+        )  # fmt: skip
+    output = folder / "studio_5.mp4"
+    videos = [
+        {"type": "presenter/source", "src": str(camera)},
+        {"type": "presentation/source", "src": str(slides)},
+    ]
+    stop = start_worker(tmp_path, pod, "encoding")
+    try:
+        pods_publisher("encoding_tasks", STUDIO, "encoding", BROKER).delay(
+            5, str(output), videos, "-ss 1 -to 3 ", "piph"
+        )
+        wait_until(lambda: pod.studios.get(5), 120, "Pod's studio callback")
+    finally:
+        assert stop().returncode == 0
+    assert pod.studios[5] == output
+    track = read_video(output)
+    assert (track.width, track.height) == (640, 360)
+    assert track.duration == pytest.approx(2.0, abs=0.1)
+    frame = first_frame(output)
+    assert frame[55, 570][1] > 100 and frame[55, 570][2] < 80  # the presenter, green
+    assert frame[300, 100][2] > 150 and frame[300, 100][1] < 100  # the slides, blue
+    assert output.with_suffix(".log").is_file()
+    assert not list(folder.glob(".*"))  # no partial file left
 
 
 def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(

@@ -24,17 +24,19 @@ from vidfarm.errors import VidfarmError
 from vidfarm.pod_worker.callbacks import PodApi
 from vidfarm.pod_worker.encoding import encode_for_pod
 from vidfarm.pod_worker.settings import PodSettings
+from vidfarm.pod_worker.studio import studio_for_pod
 from vidfarm.pod_worker.transcription import engine_settings, transcribe_for_pod
 from vidfarm.pod_worker.xapi import send_statement
 
 log = logging.getLogger(__name__)
 
 ENCODING_TASK = "pod.video_encode_transcript.encoding_tasks.start_encoding_task"
+STUDIO_TASK = "pod.video_encode_transcript.encoding_tasks.start_studio_task"
 TRANSCRIPTION_TASK = "pod.video_encode_transcript.transcripting_tasks.start_transcripting_task"
 XAPI_TASK = "pod.xapi.xapi_tasks.send_xapi_statement_task"
 #: Pod's queue -> the tasks vidfarm runs from it.
 QUEUES = {
-    "encoding": (ENCODING_TASK,),
+    "encoding": (ENCODING_TASK, STUDIO_TASK),
     "transcripting": (TRANSCRIPTION_TASK,),
     "xapi": (XAPI_TASK,),
 }
@@ -96,6 +98,7 @@ def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT
         worker_send_task_events=True,
         task_routes={
             ENCODING_TASK: {"queue": "encoding"},
+            STUDIO_TASK: {"queue": "encoding"},
             TRANSCRIPTION_TASK: {"queue": "transcripting"},
             XAPI_TASK: {"queue": "xapi"},
         },
@@ -125,6 +128,31 @@ def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT
                 cut_end=int(cut_end or 0),
                 json_dressing=json_dressing,
                 dressing_input=str(dressing_input or ""),
+            ),
+        )
+
+    @app.task(name=STUDIO_TASK, bind=True)
+    def start_studio_task(
+        _task: Any,
+        recording_id: int,
+        video_output: str,
+        videos: list[dict[str, Any]],
+        subtime: str = "",
+        presenter: str = "mid",
+    ) -> None:
+        ctx = context()
+        _run(
+            "studio",
+            f"recording {recording_id}",
+            lambda: studio_for_pod(
+                ctx.pod,
+                ctx.settings,
+                ctx.api,
+                recording_id=int(recording_id),
+                video_output=str(video_output),
+                videos=videos,
+                subtime=str(subtime or ""),
+                presenter=str(presenter or "mid"),
             ),
         )
 
