@@ -12,6 +12,7 @@ from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
     health,
     jobs,
+    media,
     runner_webhook,
     runners,
     seed,
@@ -21,6 +22,7 @@ from vidfarm.api.routes import (
     workers,
     xapi,
 )
+from vidfarm.api.signing import MediaSigner, load_key
 from vidfarm.api.uploads import NotMultipart, UploadInterrupted
 from vidfarm.api.web import router as web
 from vidfarm.runtime import Runtime
@@ -43,9 +45,13 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    settings = runtime.settings
+    key = load_key(settings.media_signing_key.get_secret_value(), settings.data_dir)
+    app.state.media_signer = MediaSigner(key)
     for router in (
         health.router,
         seed.router,
+        media.router,  # before videos: /api/v1/videos/{id}/playback
         videos.router,
         transcribe.router,
         jobs.router,

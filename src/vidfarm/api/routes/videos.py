@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from vidfarm import jobs
-from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
+from vidfarm.api import access
+from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
 from vidfarm.media.plan import FORMATS
-from vidfarm.models import JobStatus, JobType, Video
-from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
+from vidfarm.models import Video
+from vidfarm.videos import delete_video, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
 
@@ -35,14 +35,15 @@ class EncodeRequest(BaseModel):
 @router.get("")
 def list_videos(
     session: SessionDep,
-    _: AnyAuth,
+    principal: UserAuth,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
-    """Videos, newest first."""
-    total = session.scalar(select(func.count()).select_from(Video)) or 0
+    """Videos, newest first: a user token's own, every video for an admin."""
+    mine = access.videos_of(principal)
+    total = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
     rows = session.scalars(
-        select(Video).order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
+        mine.order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
     )
     return {
         "items": [video_view(v) for v in rows],
@@ -53,20 +54,10 @@ def list_videos(
 
 
 @router.get("/{video_id}", responses={404: {}})
-def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+def get_video(video_id: str, session: SessionDep, principal: UserAuth) -> dict[str, Any]:
     """One video: probe, jobs, and every output of its newest completed encode with its URL."""
-    video = find_video(session, video_id)
-    encode = latest_completed(session, video.id)
-    outputs = [output_view(video.id, o) for o in outputs_of(session, encode)] if encode else []
-    transcriptions = jobs.list_jobs(
-        session,
-        status=JobStatus.COMPLETED.value,
-        video_id=video.id,
-        job_type=JobType.TRANSCRIPTION.value,
-    )
-    for language in {str(t.params.get("language")) for t in transcriptions}:
-        newest = next(t for t in transcriptions if str(t.params.get("language")) == language)
-        outputs += [output_view(video.id, o) for o in outputs_of(session, newest)]
+    video = access.own_video(session, principal, video_id)
+    outputs = [output_view(video.id, o) for o in playable_outputs(session, video)]
     return {
         **video_view(video),
         "probe": video.probe,
@@ -77,10 +68,14 @@ def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
 
 @router.post("/{video_id}/encode", status_code=202, responses={404: {}, 422: {}})
 def encode_video(
-    video_id: str, body: EncodeRequest, runtime: RuntimeDep, session: SessionDep, _: UserAuth
+    video_id: str,
+    body: EncodeRequest,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: UserAuth,
 ) -> dict[str, Any]:
     """Queue another encode of a stored video."""
-    video = find_video(session, video_id)
+    video = access.own_video(session, principal, video_id)
     params = body.model_dump(exclude={"priority", "affiliation"}, exclude_none=True)
     job = submit_encode(
         session,
@@ -89,13 +84,17 @@ def encode_video(
         params=params,
         priority=body.priority,
         affiliation=body.affiliation,
+        owner=principal.token_id,
     )
     runtime.dispatch([job.id])
     return job_view(session, job)
 
 
 @router.delete("/{video_id}", status_code=204, responses={404: {}})
-def remove_video(video_id: str, runtime: RuntimeDep, session: SessionDep, _: UserAuth) -> Response:
+def remove_video(
+    video_id: str, runtime: RuntimeDep, session: SessionDep, principal: UserAuth
+) -> Response:
     """Delete a video, its jobs and all its media."""
+    access.own_video(session, principal, video_id)
     delete_video(session, runtime.storage, video_id)
     return Response(status_code=204)

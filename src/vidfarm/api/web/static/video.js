@@ -101,7 +101,13 @@ export async function render(main, { parts }) {
 
   async function load() {
     try {
-      detail = await get(`/api/v1/videos/${encodeURIComponent(videoId)}`, { signal: controller.signal });
+      const path = `/api/v1/videos/${encodeURIComponent(videoId)}`;
+      detail = await get(path, { signal: controller.signal });
+      // Media come through signed URLs (no token in any URL): swap them in.
+      const playback = await get(`${path}/playback`, { signal: controller.signal });
+      detail.outputs = playback.outputs;
+      detail.source_url = playback.source;
+      detail.playback = playback;
     } catch (error) {
       if (error.name === "AbortError") return;
       clear(main, h("p", {}, h("a", { href: "#/videos" }, "← Videos")), notice("error", `Cannot open this video: ${describeError(error)}`));
