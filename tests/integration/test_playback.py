@@ -13,6 +13,7 @@ import pytest
 from test_api import Api, make_settings, start_api
 
 from vidfarm.api.signing import MediaSigner
+from vidfarm.config import Settings
 
 
 @pytest.fixture
@@ -115,3 +116,42 @@ def test_a_token_in_the_query_redirects_to_a_signed_url(
     playlist = anonymous(api, final)
     variant = m3u8.loads(playlist.text).playlists[0].uri
     assert anonymous(api, urljoin(final, variant)).status_code == 200
+
+
+def test_cors_media_for_any_listed_origin_api_never_for_star(
+    tmp_path: Path, pg_database: str
+) -> None:
+    settings = make_settings(
+        tmp_path, database_url=pg_database, cors_origins=["*", "https://pod.example.org"]
+    )
+    client, api = start_api(settings)
+    with client:
+        media = "/media/s/1/x/0/master.m3u8"
+        preflight = client.options(
+            media,
+            headers={
+                "Origin": "https://elsewhere.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "range",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "range" in preflight.headers["access-control-allow-headers"].lower()
+        got = client.get(media, headers={"Origin": "https://elsewhere.example"})
+        assert got.status_code == 403  # a malformed signature, answered with CORS headers
+        assert got.headers["access-control-allow-origin"] == "*"
+        assert "Content-Range" in got.headers["access-control-expose-headers"]
+        # The API: listed origins only; `*` does not open it.
+        me = {"Authorization": f"Bearer {api.tokens['user']}"}
+        stranger = client.get("/api/v1/me", headers={**me, "Origin": "https://elsewhere.example"})
+        assert stranger.status_code == 200
+        assert "access-control-allow-origin" not in stranger.headers
+        pod = client.get("/api/v1/me", headers={**me, "Origin": "https://pod.example.org"})
+        assert pod.headers["access-control-allow-origin"] == "https://pod.example.org"
+    api.runtime.engine.dispose()
+
+
+def test_bad_cors_origins_fail_at_start() -> None:
+    with pytest.raises(ValueError, match="is not an origin"):
+        Settings(cors_origins="https://pod.example.org/path")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vidfarm import __version__
+from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
     health,
@@ -65,4 +66,6 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app, {NotMultipart: 415, UploadInterrupted: 400})
+    if settings.cors_origins:
+        app.add_middleware(SplitCORS, origins=settings.cors_origins)
     return app
