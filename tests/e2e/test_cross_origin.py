@@ -171,3 +171,31 @@ def test_an_origin_not_listed_cannot_read_the_media(
     page.evaluate("(src) => window.play(src)", master)
     wait_until(page, "window.state.fatal !== null")
     assert page.evaluate("window.state.fatal") == "manifestLoadError 0"  # blocked by CORS
+
+
+def test_no_token_or_signature_in_any_log_line(server: Server, private_video: str) -> None:
+    """The access log sees ?token=, bearer tokens and signed paths: none may be written."""
+    links = playback(server, private_video)
+    signatures = {urlsplit(links["master"]).path.split("/")[4]}
+    legacy = httpx.get(
+        f"{server.base}/videos/stream/{private_video}_transcoded.m3u8",
+        params={"token": server.user},
+    )
+    assert legacy.status_code == 307
+    signatures.add(legacy.headers["location"].split("/")[4])
+    signed = httpx.get(server.base + legacy.headers["location"], follow_redirects=True)
+    assert signed.status_code == 200
+    bad = "vf_abcdefghijkl_" + "s3cr3t" * 6
+    assert httpx.get(f"{server.base}/api/v1/me", params={"token": bad}).status_code == 401
+    secrets = {server.user.rsplit("_", 1)[1], server.admin.rsplit("_", 1)[1], "s3cr3t" * 6}
+    secrets |= signatures
+
+    def logged() -> str:
+        text = (server.data_dir / "serve.log").read_text(errors="replace")
+        return text if f"/videos/stream/{private_video}_transcoded.m3u8?token=" in text else ""
+
+    log = server.wait("the access log line of the ?token= request", logged, timeout=10)
+    assert "_transcoded.m3u8?token=[redacted]" in log
+    assert "/media/s/" in log and "/[redacted]/" in log
+    leaks = [line for line in log.splitlines() if any(secret in line for secret in secrets)]
+    assert not leaks, leaks

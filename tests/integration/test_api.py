@@ -400,7 +400,8 @@ def test_health_ready_and_metrics(api: Api, small_clip: Path) -> None:
     assert ready["status"] == "ready" and ready["checks"]["database"] == "ok"
     body = api.upload(small_clip).json()
     api.wait_task(body["job_id"])
-    metrics = api.client.get("/metrics").text
+    assert api.client.get("/metrics").status_code == 401  # a token, unless metrics_public
+    metrics = api.get("/metrics", "worker").text
     assert 'vidfarm_jobs{status="completed",type="encode"} 1.0' in metrics
 
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vidfarm import __version__
+from vidfarm.api import redact
 from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
@@ -30,6 +31,8 @@ from vidfarm.runtime import Runtime
 
 
 def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
+    redact.install()  # before the first request: no token or signature in any log line
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if run_farm:

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from vidfarm import __version__
+from vidfarm.api import redact
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.runner_service import results, tasks, tokens
 from vidfarm.runner_service.service import RunnerService
@@ -67,6 +68,7 @@ TokenDep = Annotated[str, Depends(client_token)]
 
 def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastAPI:
     runtime = service.runtime
+    redact.install()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
