@@ -155,3 +155,26 @@ def test_cors_media_for_any_listed_origin_api_never_for_star(
 def test_bad_cors_origins_fail_at_start() -> None:
     with pytest.raises(ValueError, match="is not an origin"):
         Settings(cors_origins="https://pod.example.org/path")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ('{"start": Infinity}', "body.start"),
+        ('{"start": 1e309}', "body.start"),
+        ('{"start": 5, "end": 2}', "start must be before end"),
+        ('{"start": true}', "body.start"),
+        ('{"formats": [' + ", ".join(['"hls"'] * 10_000) + "]}", "body.formats"),
+    ],
+)
+def test_bad_encode_parameters_are_422_at_submission(
+    played: tuple[Api, dict[str, Any]], payload: str, message: str
+) -> None:
+    api, body = played
+    response = api.post(
+        f"/api/v1/videos/{body['file_id']}/encode",
+        content=payload,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert message in response.json()["detail"] and "\n" not in response.json()["detail"]

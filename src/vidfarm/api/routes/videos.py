@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
 from vidfarm.api import access
@@ -16,6 +16,7 @@ from vidfarm.models import Video
 from vidfarm.videos import delete_video, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
+MAX_SECONDS = 7 * 86400  # a week of media: anything longer is a typo
 
 
 class EncodeRequest(BaseModel):
@@ -23,13 +24,28 @@ class EncodeRequest(BaseModel):
 
     profile: str | None = None
     resolution: str | None = Field(default=None, pattern=r"^\d{1,5}:\d{1,5}$")
-    formats: list[str] | None = Field(default=None, description=f"Any of {', '.join(FORMATS)}.")
-    start: float | None = Field(default=None, ge=0)
-    end: float | None = Field(default=None, gt=0)
+    formats: list[str] | None = Field(
+        default=None, max_length=len(FORMATS), description=f"Any of {', '.join(FORMATS)}."
+    )
+    start: float | None = Field(default=None, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    end: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     priority: int = Field(default=0, ge=-100, le=100)
     affiliation: str | None = Field(
         default=None, max_length=32, description="Submitter class (staff, student...)."
     )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true is not a time
+            raise ValueError("must be a number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> EncodeRequest:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
 
 
 @router.get("")
