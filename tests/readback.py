@@ -79,3 +79,38 @@ def image_size(path: Path) -> tuple[int, int]:
     with av.open(str(path)) as container:
         cc = container.streams.video[0].codec_context
         return cc.width, cc.height
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Absolute presentation times as the container stores them (no re-basing)."""
+
+    video_start: float | None
+    audio_start: float | None
+    keyframes: list[float]
+
+    @property
+    def origin(self) -> float:
+        """Where a player's timeline starts: the earliest audio or video timestamp."""
+        return min(t for t in (self.video_start, self.audio_start) if t is not None)
+
+
+def read_timeline(*paths: Path) -> Timeline:
+    """First video and audio timestamps and every video keyframe time, read by demuxing one
+    file or HLS segments in order."""
+    starts: dict[str, float] = {}
+    keys: list[float] = []
+    for path in paths:
+        with av.open(str(path)) as container:
+            wanted = [*container.streams.video[:1], *container.streams.audio[:1]]
+            for packet in container.demux(wanted):
+                if packet.pts is None or packet.stream.time_base is None:
+                    continue
+                at = float(packet.pts * packet.stream.time_base)
+                kind = packet.stream.type
+                starts[kind] = min(starts.get(kind, at), at)
+                if kind == "video" and packet.is_keyframe:
+                    keys.append(at)
+    return Timeline(
+        video_start=starts.get("video"), audio_start=starts.get("audio"), keyframes=sorted(keys)
+    )

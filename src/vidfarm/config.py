@@ -205,11 +205,17 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         default="", description="Celery broker (redis://... or amqp://...); empty: embedded pool."
     )
-    queue_encoding: str = Field(default="encoding", description="Celery queue for encodes.")
+    # Prefixed so they never meet another application's queues on a shared broker (Pod uses
+    # `encoding`, `transcripting` and `xapi`).
+    queue_encoding: str = Field(default="vidfarm.encoding", description="Celery queue for encodes.")
     queue_transcription: str = Field(
-        default="transcription", description="Celery queue for transcriptions."
+        default="vidfarm.transcription", description="Celery queue for transcriptions."
     )
-    queue_xapi: str = Field(default="xapi", description="Celery queue for xAPI delivery.")
+    queue_xapi: str = Field(default="vidfarm.xapi", description="Celery queue for xAPI delivery.")
+    queue_dead: str = Field(
+        default="vidfarm.dead",
+        description="Where a worker moves messages found on vidfarm's queues that are not its own.",
+    )
     broker_visibility_timeout: Annotated[int, Field(ge=60)] = Field(
         default=43200,
         description="Seconds before Redis redelivers an unacknowledged task; > longest job.",
@@ -239,7 +245,8 @@ class Settings(BaseSettings):
         description="Tokens clients (Esup-Pod) use to call `vidfarm runner`: comma or JSON list.",
     )
     runner_capacity: Annotated[int, Field(ge=1, le=64)] | None = Field(
-        default=None, description="Tasks `vidfarm runner` runs at once; empty: worker_concurrency."
+        default=None,
+        description="Tasks `vidfarm runner` runs at once; empty: a quarter of the cores, 2 to 8.",
     )
     runner_allow_private_urls: bool = Field(
         default=False,
@@ -258,7 +265,8 @@ class Settings(BaseSettings):
         default=60.0, description="Seconds before the 2nd notification try; x1.5 per try."
     )
     runner_notify_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
-        default=30.0, description="Time limit of one notification request."
+        default=15.0,
+        description="Seconds to wait for the answer to a notification (as Esup-Runner).",
     )
     runner_default_language: str = Field(
         default="en", description="Transcription language when a task says `auto` or nothing."
@@ -293,6 +301,10 @@ class Settings(BaseSettings):
     )
     runners_request_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0, description="Time limit of one request to a runner manager (Pod: 30 s)."
+    )
+    runners_max_refusals: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3,
+        description="Submission passes in which managers refused a job (4xx) before it fails.",
     )
     runners_busy_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
         default=30.0,

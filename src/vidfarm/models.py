@@ -180,7 +180,8 @@ class RunnerTask(Base):
     ``status`` uses Pod's words (pending, running, completed, failed, timeout, warning); while
     ``job_id`` is empty the source is still being fetched. ``token_sha256`` names which
     configured runner token created the task (the callback is sent with that token, never
-    stored here). ``notify_state`` is none (no notify_url), pending, sent or failed.
+    stored here). ``notify_state`` is none (no notify_url), pending, sent, unconfirmed (sent,
+    no answer in time) or failed.
     """
 
     __tablename__ = "runner_tasks"

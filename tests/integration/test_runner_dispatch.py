@@ -95,7 +95,8 @@ class FakeManager:
     """A runner manager on loopback. `mode` says how it behaves:
 
     ok (encode for real, notify), busy (503), silent (encode, never notify), hold (accept,
-    do nothing), fail (report failed), bad_sha (a wrong sha256 in the manifest), traversal
+    do nothing), refuse_ip (422, as Esup-Runner refuses an IP-literal source_url), fail
+    (report failed), bad_sha (a wrong sha256 in the manifest), traversal
     (a `../` path in it), wrong_notify_token (notify with a token that is not ours).
     """
 
@@ -130,6 +131,9 @@ class FakeManager:
                 self.executes.append(body)
             if self.mode == "busy":
                 return JSONResponse({"detail": "No runners available"}, status_code=503)
+            if self.mode == "refuse_ip":  # Esup-Runner 1.7.1's answer to an IP-literal host
+                detail = "source_url must not point to a private or reserved IP address"
+                return JSONResponse({"detail": detail}, status_code=422)
             task_id = str(uuid.uuid4())
             self.tasks[task_id] = {"status": "running", "body": body, "files": {}}
             threading.Thread(target=self._run, args=(task_id,), daemon=True).start()
@@ -466,6 +470,47 @@ def test_no_manager_accepts_job_stays_pending_with_rank(
     assert plane.assignments(job_id) == []
 
 
+def test_a_managers_refusal_shows_on_the_job_and_ends_it_after_a_few_passes(
+    plane_factory: Callable[..., ControlPlane],
+    manager_factory: Callable[..., FakeManager],
+    clip: Path,
+) -> None:
+    # Refusals back off like retries (0.5-1 s, then 1-2 s): time to read the reason.
+    plane = plane_factory(runners_max_refusals=3, retry_base_seconds=1.0, retry_max_seconds=4.0)
+    refusing = manager_factory(mode="refuse_ip")
+    plane.add_runner("esup", refusing.url)
+    job_id = plane.upload(clip)
+
+    def waiting_with_reason() -> dict[str, Any] | None:
+        job = plane.job(job_id)
+        return job if job["status"] == "pending" and job["error"] else None
+
+    job = wait_until(waiting_with_reason, 20, "the refusal on the pending job")
+    assert "HTTP 422" in job["error"] and "private or reserved IP" in job["error"], job
+    assert "of 3 times" in job["error"] and job["rank"] == 1, job
+    job = plane.wait_job(job_id, ("failed", "completed"))
+    assert job["status"] == "failed", job
+    assert "refused 3 times" in job["error"] and job["error_class"] == "RunnerTaskFailed", job
+    assert len(refusing.executes) == 3  # not offered forever
+    time.sleep(1.0)  # several scheduler ticks (poll 0.1 s): a failed job is not offered again
+    assert len(refusing.executes) == 3
+
+
+def test_a_refusing_manager_does_not_keep_a_job_from_another(
+    plane_factory: Callable[..., ControlPlane],
+    manager_factory: Callable[..., FakeManager],
+    clip: Path,
+) -> None:
+    plane = plane_factory()
+    refusing = manager_factory(mode="refuse_ip")
+    good = manager_factory()
+    plane.add_runner("refusing", refusing.url, priority=0)
+    plane.add_runner("good", good.url, priority=5)
+    job = plane.wait_job(plane.upload(clip), ("completed", "failed"))
+    assert job["status"] == "completed" and job["error"] is None, job
+    assert len(refusing.executes) == 1 and len(good.executes) == 1
+
+
 def test_webhook_semantics(
     plane_factory: Callable[..., ControlPlane],
     manager_factory: Callable[..., FakeManager],
@@ -711,8 +756,6 @@ class RunnerProcess:
 
 @pytest.fixture
 def runner_processes(tmp_path: Path) -> Iterator[Callable[[int], list[RunnerProcess]]]:
-    if not (Path(__file__).parents[2] / "src" / "vidfarm" / "runner" / "app.py").exists():
-        pytest.skip("`vidfarm runner` (Role 1) is not there yet")
     made: list[RunnerProcess] = []
     with ExitStack() as databases:  # each runner is its own instance, with its own database
 

@@ -261,7 +261,7 @@ def test_pod_encoding_task_end_to_end(
     assert notified["authorization"] == f"Bearer {TOKEN_A}"
     assert notified["content_type"] == "application/json"
     assert notified["body"]["status"] == "completed"
-    assert notified["body"]["error_message"] == ""
+    assert notified["body"]["error_message"] is None  # as Esup-Runner: null on success
     assert set(notified["body"]) == {"task_id", "status", "script_output", "error_message"}
     assert runner.status(task_id)["status"] == "completed"
 

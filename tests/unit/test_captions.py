@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from vidfarm.media.subtitles import (
+    add_subtitles,
+    relative_uri,
+    subtitle_playlist,
+    with_timestamp_map,
+)
 from vidfarm.transcribe.captions import (
     CaptionRules,
     Cue,
@@ -18,12 +24,6 @@ from vidfarm.transcribe.captions import (
     wrap,
 )
 from vidfarm.transcribe.engines import Word
-from vidfarm.transcribe.hls import (
-    add_subtitles,
-    relative_uri,
-    subtitle_playlist,
-    with_timestamp_map,
-)
 from webvtt_check import cues as read_cues
 
 

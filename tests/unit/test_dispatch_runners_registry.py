@@ -197,3 +197,22 @@ def test_cli_add_list_test_disable_enable_edit(tmp_path: Path) -> None:
     missing = cli("disable", "nope")
     assert missing.exit_code == 1
     assert missing.stderr.strip() == "vidfarm: error: no runner manager nope"
+
+
+@pytest.mark.parametrize(
+    ("public", "warned"),
+    [
+        ("http://10.0.0.5:8000", True),
+        ("http://[2001:db8::1]:8000", True),
+        ("http://localhost:8000", True),
+        ("https://vidfarm.univ.example", False),
+        ("", True),  # empty: http://host:port, an address
+    ],
+)
+def test_runners_test_warns_when_managers_get_an_ip_literal(public: str, warned: bool) -> None:
+    """Esup-Runner refuses source/notify URLs on an IP address (422) or localhost (400)."""
+    settings = Settings(runners_public_url=public, host="127.0.0.1")
+    warnings = runner_registry.public_url_warnings(settings)
+    assert bool(warnings) is warned
+    if warned:
+        assert "DNS name" in warnings[0] and "VIDFARM_RUNNERS_PUBLIC_URL" in warnings[0]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fixtures_media import MakeMedia, video_args
-from readback import audio_codec, image_size, read_video, top_level_atoms
+from readback import audio_codec, image_size, read_timeline, read_video, top_level_atoms
 from vidfarm.errors import InvalidParameters, JobCancelled, JobTimedOut
 from vidfarm.media.encode import EncodeResult, encode
 from vidfarm.media.profiles import Profile
@@ -40,11 +40,13 @@ def segments_of(playlist: Path) -> list[Path]:
 def hd_encode(
     hd_clip: Path, fast_profile: Profile, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, EncodeResult, list[float]]:
+    """The 1080p source through Pod's whole ladder. "superfast" is the fastest x264 preset
+    with B-frames (like the default "medium"): MP4 edit lists and TS timestamps then differ
+    by the B-frame delay, which the timing test must see through."""
     progress: list[float] = []
     out = tmp_path_factory.mktemp("hd") / "out"
-    result = run_encode(
-        hd_clip, out, fast_profile, on_progress=lambda p: progress.append(p) or True
-    )
+    profile = fast_profile.model_copy(update={"preset": "superfast"})
+    result = run_encode(hd_clip, out, profile, on_progress=lambda p: progress.append(p) or True)
     return out, result, progress
 
 
@@ -87,6 +89,9 @@ def test_master_playlist_carries_measured_attributes(hd_encode) -> None:  # type
     assert seen == [(640, 360), (1280, 720), (1920, 1080)]
 
 
+HD_SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+
 def test_renditions_have_right_size_duration_codecs_and_aligned_keyframes(hd_encode) -> None:  # type: ignore[no-untyped-def]
     out, _, _ = hd_encode
     expected_keys = [0, 2, 4, 6, 8, 10]
@@ -118,6 +123,30 @@ def test_renditions_have_right_size_duration_codecs_and_aligned_keyframes(hd_enc
         assert (track.width, track.height, track.frames) == (width, height, 360)
         assert [float(k) for k in track.keyframes] == expected_keys
         assert audio_codec(mp4) == "aac"
+
+
+def test_every_rendition_starts_and_switches_at_the_same_instants(hd_encode) -> None:  # type: ignore[no-untyped-def]
+    """A 1080p source: HLS renditions share one timeline (the 1080p variant, muxed to HLS
+    alone, once started 1.4 s late), MP4 renditions another, and both place the first frame
+    and every keyframe at the same instants from where playback starts."""
+    out, _, _ = hd_encode
+    frame = 1 / 30
+    hls = {name: read_timeline(*segments_of(out / f"{name}.m3u8")) for name in HD_SIZES}
+    mp4 = {name: read_timeline(out / f"{name}.mp4") for name in ("360p", "720p")}
+    reference = hls["360p"]
+    assert reference.video_start is not None and reference.video_start < frame * 3
+    for name, timeline in hls.items():
+        assert timeline.video_start == pytest.approx(reference.video_start, abs=frame), name
+        assert timeline.audio_start == pytest.approx(reference.audio_start, abs=frame), name
+        assert timeline.keyframes == pytest.approx(reference.keyframes, abs=frame), name
+    for name, timeline in mp4.items():
+        assert timeline.video_start is not None
+        assert timeline.video_start - timeline.origin == pytest.approx(
+            reference.video_start - reference.origin, abs=frame
+        ), name
+        assert [k - timeline.origin for k in timeline.keyframes] == pytest.approx(
+            [k - reference.origin for k in reference.keyframes], abs=frame
+        ), name
 
 
 def test_artwork_thumbnails_and_sprite(hd_encode) -> None:  # type: ignore[no-untyped-def]

@@ -108,6 +108,32 @@ def test_interlaced_source_is_deinterlaced(
     assert read_video(tmp_path / "out" / "360p.mp4").frames == 50
 
 
+def test_interlaced_source_at_field_rate(
+    make_media: MakeMedia, fast_profile: Profile, tmp_path: Path
+) -> None:
+    """deinterlace = "field": 25i becomes 50p, one picture per field, in every output."""
+    import av
+    import m3u8
+
+    source = make_media(
+        "interlaced.mp4",
+        "-f", "lavfi", "-i", "testsrc2=s=720x576:r=50:d=2,interlace",
+        "-c:v", "libx264", "-preset", "ultrafast", "-flags", "+ildct+ilme",
+    )  # fmt: skip
+    profile = fast_profile.model_copy(update={"deinterlace": "field"})
+    run_encode(source, tmp_path / "out", profile)
+    mp4 = tmp_path / "out" / "360p.mp4"
+    with av.open(str(mp4)) as container:
+        assert container.streams.video[0].codec_context.field_order in (0, 1)  # progressive
+    track = read_video(mp4)
+    assert track.frames == 100 and track.duration == pytest.approx(2.0, abs=0.02)
+    assert [float(k) for k in track.keyframes] == [0.0]  # 2 s GOP at 50 fps: 100 frames
+    master = m3u8.load(str(tmp_path / "out" / "master.m3u8"))
+    assert master.playlists[0].stream_info.frame_rate == pytest.approx(50.0)
+    hls = read_video(tmp_path / "out" / "360p_00000.ts")
+    assert hls.frames == 100
+
+
 def test_very_short_clip(make_media: MakeMedia, fast_profile: Profile, tmp_path: Path) -> None:
     source = make_media("short.mp4", *video_args(duration=0.4))
     result = run_encode(source, tmp_path / "out", fast_profile)
@@ -211,6 +237,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
         "text": folder / "notes.mp4",
         "still": folder / "picture.png",
         "truncated": folder / "truncated.mp4",
+        "no_index": folder / "no-index.mp4",
     }
     files["empty"].write_bytes(b"")
     files["random"].write_bytes(os.urandom(64 * 1024))
@@ -220,6 +247,10 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
     run_ffmpeg_cli("-i", str(hd_clip), "-c", "copy", "-movflags", "+faststart", str(faststart))
     data = faststart.read_bytes()
     files["truncated"].write_bytes(data[: len(data) // 2])
+    index_last = folder / "index-last.mp4"  # ffmpeg's default: the moov box after the media
+    run_ffmpeg_cli("-i", str(hd_clip), "-c", "copy", str(index_last))
+    data = index_last.read_bytes()
+    files["no_index"].write_bytes(data[: len(data) // 2])
     return files
 
 
@@ -231,6 +262,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory, hd_clip: Path) -> dict[s
         ("text", "not a media file"),
         ("still", "still image"),
         ("truncated", "truncated"),
+        ("no_index", "truncated or incomplete"),
     ],
 )
 def test_bad_input_fails_permanently_with_one_line(

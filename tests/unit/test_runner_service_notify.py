@@ -71,7 +71,7 @@ def client() -> Iterator[httpx.Client]:
         (429, Outcome.RETRY),
         (403, Outcome.GIVE_UP),
         (404, Outcome.GIVE_UP),
-        (999, Outcome.GIVE_UP),  # read timeout: it may have arrived, never resend
+        (999, Outcome.UNCONFIRMED),  # read timeout: it may have arrived, never resend
     ],
 )
 def test_send_classifies(hook: str, client: httpx.Client, code: int, outcome: Outcome) -> None:
@@ -170,9 +170,33 @@ def test_refusal_and_timeout_are_not_retried(
     for _ in range(3):
         notifier.run_due(client)
     assert state(session_factory, refused) == ("warning", "failed", 1)
-    assert state(session_factory, silent) == ("warning", "failed", 1)
+    # Sent, no answer in time: perhaps imported, so the task stays completed (Esup-Runner's way).
+    assert state(session_factory, silent) == ("completed", "unconfirmed", 1)
     with session_factory() as session:
         assert "may have arrived" in (tasks.get_task(session, silent).notify_error or "")
+
+
+def test_error_message_is_null_on_success(
+    session_factory: sessionmaker[Session], settings: Settings, hook: str, client: httpx.Client
+) -> None:
+    """Pod appends "\n---\n" + error_message to script_output whenever it is not null."""
+    request = tasks.TaskRequest(
+        task_type="encoding", source_url="http://127.0.0.1:1/v.mp4", notify_url=f"{hook}/hook/200"
+    )
+    with session_factory() as session:
+        task, _ = tasks.submit(
+            session, settings, request, token_sha256=tokens.digest(TOKEN), capacity=99
+        )
+        tasks.finish(session, task.id, tasks.COMPLETED, script_output="log")
+    Notifier(session_factory, settings).run_due(client)
+    assert Hook.received[-1]["body"]["error_message"] is None
+    assert Hook.received[-1]["body"]["status"] == "completed"
+
+
+def test_default_capacity_is_more_than_one_where_cores_allow() -> None:
+    from vidfarm.cli.runner import default_capacity
+
+    assert [default_capacity(n) for n in (1, 2, 4, 8, 16, 32, 128)] == [1, 2, 2, 2, 4, 8, 8]
 
 
 def test_a_removed_token_cannot_be_used(

@@ -66,6 +66,23 @@ def test_pods_rendition_json_becomes_pods_ladder() -> None:
     assert spec.mp4 is False and custom.preset == default.preset
 
 
+def test_an_older_pods_renditions_without_bitrates_get_the_profiles() -> None:
+    """Pods before the bitrate fields send only resolution and encode_mp4 (was a 422)."""
+    default = load_profile("default")
+    old = {
+        "360": {"resolution": "640x360", "encode_mp4": True},
+        "480": {"resolution": "854x480", "encode_mp4": False, "video_bitrate": ""},
+        "1080": {"resolution": "1920x1080", "encode_mp4": False},
+    }
+    profile = profile_from_rendition_json(json.dumps(old), default)
+    by_height = {spec.height: spec for spec in profile.renditions}
+    assert by_height[360] == default.renditions[0]  # Pod's own table, to the bit
+    assert by_height[1080].video_bitrate == 3_000_000 and by_height[1080].audio_bitrate == 192_000
+    # 480 is nearest to 360: its bitrate scaled by the pixel count, its audio the same.
+    assert by_height[480].video_bitrate == round(750_000 * (480 / 360) ** 2)
+    assert by_height[480].audio_bitrate == 96_000 and by_height[360].mp4 is True
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -103,10 +120,13 @@ def test_transcription_language(settings: Settings) -> None:
         return tasks.job_for(request(task_type="transcription", parameters=parameters), settings)
 
     assert language({"language": "EN"}) == ("transcription", {"language": "en"})
+    assert language({"lang": "en"}) == ("transcription", {"language": "en"})  # older Pods
     assert language({"source_language": "auto"}) == ("transcription", {"language": "en"})
     assert language({}) == ("transcription", {"language": "en"})
     with pytest.raises(InvalidParameters, match=r"parameters\.language: no transcription engine"):
         language({"language": "xx"})
+    with pytest.raises(InvalidParameters, match=r"parameters\.language: no transcription engine"):
+        language({"lang": "xx", "source_language": "en"})  # the explicit language wins
 
 
 @pytest.mark.parametrize(

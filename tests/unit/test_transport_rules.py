@@ -43,7 +43,11 @@ def test_celery_is_configured_for_long_video_tasks(tmp_path: Path) -> None:
     assert conf.worker_prefetch_multiplier == 1
     assert conf.worker_send_task_events and conf.task_send_sent_event
     assert conf.broker_transport_options["visibility_timeout"] == 43200
-    assert {q.name for q in conf.task_queues} == {"encoding", "transcription", "xapi"}
+    assert {q.name for q in conf.task_queues} == {
+        "vidfarm.encoding",
+        "vidfarm.transcription",
+        "vidfarm.xapi",
+    }
 
 
 def test_soft_time_limit_follows_the_media_duration(tmp_path: Path) -> None:

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 from vidfarm import jobs
 from vidfarm.errors import InvalidParameters, JobNotFound, NotFound
 from vidfarm.media.outputs import MASTER_PLAYLIST
+from vidfarm.media.subtitles import add_subtitles
 from vidfarm.models import JobStatus, JobType
 from vidfarm.storage import Storage
 from vidfarm.storage.base import content_disposition, content_type_for
-from vidfarm.transcribe.hls import add_subtitles
 from vidfarm.transcribe.job import SUBTITLE_PLAYLIST
 from vidfarm.videos import find_video, latest_completed, outputs_of
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -14,6 +15,17 @@ from vidfarm.errors import ConfigError
 from vidfarm.runtime import open_runtime
 
 
+def default_capacity(cores: int) -> int:
+    """Task slots when none are configured: more than one wherever cores allow.
+
+    x264 already spreads one 1080p ladder over the cores, so slots beyond a quarter of them
+    only add memory; but a second slot overlaps one task's download, hashing, publishing and
+    notification (one core, mostly I/O) with another's encode, and lets a short clip start
+    while a two-hour lecture encodes. docs/runner.md says the same.
+    """
+    return 1 if cores < 2 else max(2, min(8, cores // 4))
+
+
 def runner_settings(config: Settings) -> tuple[Settings, int]:
     """The settings a runner runs with, and its capacity; refuses to start without a token."""
     if not config.runner_tokens or not all(t.get_secret_value() for t in config.runner_tokens):
@@ -21,7 +33,7 @@ def runner_settings(config: Settings) -> tuple[Settings, int]:
             "VIDFARM_RUNNER_TOKENS is empty: set the token(s) Esup-Pod will send "
             '(comma-separated or a JSON list), e.g. VIDFARM_RUNNER_TOKENS="$(openssl rand -hex 32)"'
         )
-    capacity = config.runner_capacity or config.worker_concurrency
+    capacity = config.runner_capacity or default_capacity(os.cpu_count() or 1)
     # One job per task slot, on this process's own pool (never a broker or other runners).
     return config.model_copy(
         update={"worker_concurrency": capacity, "dispatcher": "local"}

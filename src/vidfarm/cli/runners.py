@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidfarm.cli.support import console, fail, guarded, runtime
+from vidfarm.cli.support import console, errors, fail, guarded, runtime
 from vidfarm.dispatch.runners import registry as runner_registry
 
 runners_app = typer.Typer(
@@ -94,6 +94,8 @@ def test(
     with runtime() as rt, rt.sessions() as session:
         manager = runner_registry.get_manager(session, runner)
         report = runner_registry.test_connection(rt.settings, manager)
+    for warning in report.warnings:
+        errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if not report.ok:
         fail(f"runner manager {manager.name}: {report.message}")
     console.print(f"runner manager {manager.name}: {report.message}", highlight=False)

@@ -4,6 +4,9 @@ The broker is not trusted to keep anything (Redis may be flushed or restarted wi
 persistence): a job SQL says is queued, for longer than `republish_after_seconds`, while its
 queue holds fewer messages than SQL has queued jobs, is published again. A duplicate message
 costs one refused claim (409) and nothing else, so republishing errs on the safe side.
+
+The broker's queues are checked at start and every few seconds (dispatch/queues.py): what
+stops publishing is said by `/readyz` and written on each waiting job, not only in a log.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from vidfarm.dispatch.celery_app import (
     broker_priority,
     make_celery,
 )
+from vidfarm.dispatch.queues import check_queues, own_queues
 from vidfarm.kinds import KINDS
 from vidfarm.models import Job, JobStatus, Video
 from vidfarm.xapi.outbox import due_now
@@ -36,6 +40,10 @@ _SLACK_SECONDS = 300.0
 #: After the soft limit, the hard limit (prefork pools kill the task there).
 _HARD_AFTER_SOFT_SECONDS = 120
 _PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+#: How often the queues are checked against the broker (and a problem found gone).
+_CHECK_SECONDS = 10.0
+#: `error_class` of a queued job that waits for the broker; cleared once it is published.
+WAITING_FOR_BROKER = "WaitingForBroker"
 
 
 class CeleryDispatcher:
@@ -51,6 +59,12 @@ class CeleryDispatcher:
         }
         self._xapi_not_before = 0.0
         self._republish_not_before = 0.0
+        self._check_not_before = 0.0
+        self._without_priority: frozenset[str] = frozenset()
+        #: Why publishing to a queue cannot work now (queue name -> one line).
+        self._refused: dict[str, str] = {}
+        self._broker_problem: str | None = "not checked yet"
+        self._warnings: list[str] = []
 
     # -- Dispatcher protocol ---------------------------------------------------------------------
 
@@ -62,11 +76,14 @@ class CeleryDispatcher:
         self.publish(moved)
 
     def reconcile(self, now: datetime) -> None:
+        if time.monotonic() >= self._check_not_before:
+            self.check_broker()
         self._republish_lost(now)
         self._schedule_xapi(now)
 
     def start(self) -> None:
-        """Nothing to start: publishing connects on demand (and survives broker restarts)."""
+        """Check the queues now; publishing connects on demand (and survives broker restarts)."""
+        self.check_broker()
 
     def stop(self, timeout: float) -> None:
         self.app.close()
@@ -82,13 +99,17 @@ class CeleryDispatcher:
             return 0
         with self._sessions() as session:
             rows = session.execute(
-                select(Job.id, Job.type, Job.priority, Video.duration)
+                select(Job.id, Job.type, Job.priority, Job.error_class, Video.duration)
                 .outerjoin(Video, Video.id == Job.video_id)
                 .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)
             ).all()
-        sent = 0
-        for job_id, job_type, priority, duration in rows:
+        sent: list[str] = []
+        waiting: dict[str, list[str]] = {}  # reason -> jobs
+        for index, (job_id, job_type, priority, _, duration) in enumerate(rows):
             queue = self._queue_for(job_type)
+            if queue in self._refused:
+                waiting.setdefault(f"waiting: {self._refused[queue]}", []).append(job_id)
+                continue
             soft = self.soft_time_limit(duration)
             try:
                 self.app.send_task(
@@ -103,10 +124,55 @@ class CeleryDispatcher:
                 )
             except Exception as error:
                 # The job stays queued in SQL: the reconciler publishes it once the broker is back.
-                log.error("job %s: cannot publish to %s: %s", job_id, queue, _one_line(error))
+                reason = f"cannot publish to {queue}: {_one_line(error)}"
+                log.error("job %s: %s", job_id, reason)
+                self._broker_problem = reason
+                waiting[f"waiting: {reason}"] = [row[0] for row in rows[index:]]
                 break
-            sent += 1
-        return sent
+            sent.append(job_id)
+            self._broker_problem = None
+        noted = [row[0] for row in rows if row[3] == WAITING_FOR_BROKER]
+        self._note_waiting(waiting, [job_id for job_id in sent if job_id in noted])
+        return len(sent)
+
+    def _note_waiting(self, waiting: dict[str, list[str]], published: list[str]) -> None:
+        """Say on each job why it waits (API, CLI, dashboard); clear it once it is published."""
+        if not waiting and not published:
+            return
+        with self._sessions() as session:
+            for reason, ids in waiting.items():
+                jobs.note_waiting(session, ids, reason, cause=WAITING_FOR_BROKER)
+            if published:
+                jobs.clear_waiting(session, published, cause=WAITING_FOR_BROKER)
+
+    # -- the broker's queues ---------------------------------------------------------------------
+
+    def check_broker(self) -> None:
+        """Declare vidfarm's queues as workers will; remember what is refused, and why."""
+        self._check_not_before = time.monotonic() + _CHECK_SECONDS
+        queues = own_queues(self._settings)
+        try:
+            check = check_queues(self._settings.broker_url, queues)
+        except Exception as error:
+            self._broker_problem = f"cannot reach the broker: {_one_line(error)}"
+            log.warning("%s", self._broker_problem)
+            return
+        if check.warnings != self._warnings or check.refused != self._refused:
+            for line in [*check.warnings, *check.refused.values()]:
+                log.error("%s", line)
+        self._broker_problem = None
+        self._refused = check.refused
+        self._warnings = check.warnings
+        if frozenset(check.without_priority) != self._without_priority:
+            # Publishing must stop declaring those queues (RabbitMQ would refuse the message).
+            self._without_priority = frozenset(check.without_priority)
+            self.app.close()
+            self.app = make_celery(self._settings, self._without_priority)
+
+    def broker_health(self) -> tuple[str, list[str]]:
+        """`ok` or why jobs cannot be published now; and the warnings (for `/readyz`)."""
+        problem = self._broker_problem or "; ".join(self._refused.values())
+        return problem or "ok", list(self._warnings)
 
     def _queue_for(self, job_type: str) -> str:
         """The broker queue of the job's kind (its family's configured name)."""
@@ -172,6 +238,8 @@ class CeleryDispatcher:
             return
         if paused:
             self._xapi_not_before = time.monotonic() + self._settings.xapi_pause_seconds
+        if self._settings.queue_xapi in self._refused:
+            return  # said by /readyz and the log; statements wait in SQL
         if self.message_count(self._settings.queue_xapi) != 0:
             return
         try:

@@ -1,8 +1,8 @@
 """The Celery application: broker settings for long video tasks, and the two tasks.
 
 Workers start with `vidfarm worker` or plainly with
-`celery -A vidfarm.dispatch.celery_app worker -Q encoding`. Messages carry a job id only; the
-job's state, attempts and retries live in SQL (ARCHITECTURE.md, invariant 1), so Celery's own
+`celery -A vidfarm.dispatch.celery_app worker -Q vidfarm.encoding`. Messages carry a job id only;
+the job's state, attempts and retries live in SQL (ARCHITECTURE.md, invariant 1), so Celery's own
 retry machinery is never used: a failed attempt is recorded through the worker API and the
 control plane re-dispatches it after its backoff.
 """
@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from vidfarm.attempt import run_attempt
 from vidfarm.claims import Claim, Reporter
 from vidfarm.config import Settings, load_settings
+from vidfarm.dispatch.queues import MAX_PRIORITY, QUEUE_ARGUMENTS, is_redis
 from vidfarm.errors import JobTimedOut, VidfarmError
 from vidfarm.remote import ControlPlane, HttpOutbox, HttpReporter
 from vidfarm.storage import Storage, make_storage
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 
 TASK_RUN_JOB = "vidfarm.run_job"
 TASK_DELIVER_XAPI = "vidfarm.deliver_xapi"
-#: Job priorities (higher first) are clamped to 0..MAX_PRIORITY on the broker.
-MAX_PRIORITY = 9
 #: One xAPI task delivers batches for at most this long, then leaves the queue to others.
 XAPI_TASK_SECONDS = 60.0
 
@@ -45,17 +45,25 @@ def queues(settings: Settings) -> list[str]:
     return [settings.queue_encoding, settings.queue_transcription, settings.queue_xapi]
 
 
-def is_redis(broker_url: str) -> bool:
-    return broker_url.startswith(("redis://", "rediss://", "redis+socket://"))
-
-
 def broker_priority(job_priority: int, broker_url: str) -> int:
     """Jobs: higher runs first. AMQP agrees; Redis (kombu) serves the lowest number first."""
     clamped = max(0, min(MAX_PRIORITY, job_priority))
     return MAX_PRIORITY - clamped if is_redis(broker_url) else clamped
 
 
-def make_celery(settings: Settings) -> Celery:
+def _queue(name: str, as_it_is: bool) -> Queue:
+    """A queue declared with priorities, or one that exists already and is never declared.
+
+    An undeclared queue is reached through the default exchange (always bound by name), as a
+    queue made by someone else may have no binding to vidfarm's exchange.
+    """
+    if as_it_is:
+        return Queue(name, Exchange(""), routing_key=name, no_declare=True)
+    return Queue(name, routing_key=name, queue_arguments=QUEUE_ARGUMENTS)
+
+
+def make_celery(settings: Settings, without_priority: Collection[str] = ()) -> Celery:
+    """The app; `without_priority`: queues found existing without it (dispatch/queues.py)."""
     app = Celery("vidfarm", broker=settings.broker_url or "memory://", set_as_current=False)
     app.conf.update(
         # A long encode is acknowledged only when it ended: a lost worker's job is redelivered.
@@ -72,10 +80,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_default_queue=settings.queue_encoding,
-        task_queues=[
-            Queue(name, routing_key=name, queue_arguments={"x-max-priority": MAX_PRIORITY + 1})
-            for name in queues(settings)
-        ],
+        task_queues=[_queue(name, name in without_priority) for name in queues(settings)],
+        # A message that is not vidfarm's is put back or moved aside, never discarded.
+        worker_consumer="vidfarm.dispatch.foreign:Consumer",
+        vidfarm_own_queues=queues(settings),
+        vidfarm_dead_queue=settings.queue_dead,
         task_default_priority=None,
         broker_transport_options={
             # Redis redelivers an unacknowledged message after this: longer than any job.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select, update
@@ -44,6 +45,7 @@ from vidfarm.jobs.rows import (
     check_current,
     clear_lease,
     lock_row,
+    one_line,
 )
 from vidfarm.models import Job, JobStatus, Output
 
@@ -113,22 +115,52 @@ def mark_queued(session: Session, job_ids: Sequence[str]) -> list[str]:
     return moved
 
 
-def unqueue(session: Session, job_id: str) -> bool:
+def unqueue(session: Session, job_id: str, *, why: str | None = None, delay: float = 0.0) -> bool:
     """queued → pending: the transport could not take the job (no runner manager accepted).
 
-    It keeps its place (priority, then age) and is offered again at the next tick.
+    It keeps its place (priority, then age) and is offered again at the next tick. `why`, when
+    given, is recorded as the job's error (class `waiting`) so API, CLI and dashboard show
+    why it waits; a completion clears it. `delay` seconds pass before it is offered again.
     """
+    now = utcnow()
+    values: dict[str, Any] = {"status": PENDING, "queued_at": None, "updated_at": now}
+    if delay > 0:
+        values["not_before"] = now + timedelta(seconds=delay)
+    if why is not None:
+        values.update(error=one_line(why), error_class="waiting")
     with write_transaction(session):
         result = cast(
             CursorResult[Any],
             session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == QUEUED)
-                .values(status=PENDING, queued_at=None, updated_at=utcnow())
+                .values(**values)
                 .execution_options(synchronize_session=False)
             ),
         )
     return result.rowcount == 1
+
+
+def note_waiting(session: Session, job_ids: Sequence[str], why: str, *, cause: str) -> None:
+    """Say on waiting jobs why they wait (API, CLI, dashboard): `error`, class `cause`."""
+    with write_transaction(session):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.status.in_(WAITING))
+            .values(error=one_line(why), error_class=cause)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def clear_waiting(session: Session, job_ids: Sequence[str], *, cause: str) -> None:
+    """The reason `cause` no longer holds these jobs back: forget it."""
+    with write_transaction(session):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.error_class == cause)
+            .values(error=None, error_class=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def mark_republished(session: Session, job_ids: Sequence[str]) -> None:

@@ -7,24 +7,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidfarm.media.compose import ComposedGraph, split_label
 from vidfarm.media.ladder import Ladder, Rendition
 from vidfarm.media.plan import EncodePlan
 from vidfarm.media.profiles import Profile
 
 DASH_MANIFEST = "manifest.mpd"
+#: x264's VBV buffer, in seconds at its rate (Pod's bufsize = maxrate is one second).
+VBV_BUFFER_SECONDS = 1.0
 
 
-def build_ffmpeg_args(plan: EncodePlan, source: Path) -> list[str]:
-    """The whole pass as an argument list; output names are relative to the output folder."""
-    args = _input_args(plan, source)
+def build_ffmpeg_args(
+    plan: EncodePlan, source: Path, composed: ComposedGraph | None = None
+) -> list[str]:
+    """The whole pass as an argument list; output names are relative to the output folder.
+
+    With `composed` (Pod's dressing or studio, see compose.py), its inputs replace the source
+    and its labels replace the source's first video and audio streams; `plan` must then be
+    planned on `composed.info`, with no cut of its own (the composition holds it)."""
+    if composed is None:
+        args = _input_args(plan, source)
+        audio = _SourceAudio()
+    else:
+        args = list(composed.inputs)
+        audio = _SourceAudio(composed, plan)
     if plan.ladder is not None:
-        args += _video_args(plan, plan.ladder)
+        args += _video_args(plan, plan.ladder, composed, audio)
     else:
         args += _audio_only_args(plan)
     if plan.has_audio:
         args += [
             "-map",
-            "0:a:0",
+            audio.next(),
             "-vn",
             "-c:a",
             "libmp3lame",
@@ -68,19 +82,46 @@ def _input_args(plan: EncodePlan, source: Path) -> list[str]:
     return [*args, "-i", f"file:{source.resolve()}"]
 
 
-def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+class _SourceAudio:
+    """The main audio's map: `0:a:0`, or one split of the composed audio per consumer."""
+
+    def __init__(self, composed: ComposedGraph | None = None, plan: EncodePlan | None = None):
+        self.graph = ""
+        self.labels = ["0:a:0"]
+        if composed is not None and composed.audio is not None and plan is not None:
+            ladder_outputs = 1 if plan.dash or plan.ladder is None else len(plan.ladder.renditions)
+            self.graph, self.labels = split_label(
+                composed.audio, ladder_outputs + 1, audio=True, prefix="ca"
+            )
+        self.composed = composed is not None
+
+    def next(self) -> str:
+        return self.labels.pop(0) if self.composed else self.labels[0]
+
+
+def _video_args(
+    plan: EncodePlan,
+    ladder: Ladder,
+    composed: ComposedGraph | None = None,
+    audio: _SourceAudio | None = None,
+) -> list[str]:
+    audio = audio or _SourceAudio()
     video = plan.info.main_video
     assert video is not None
     profile = plan.profile
     prelude: list[str] = []
     if video.interlaced:
-        prelude.append("bwdif=mode=send_frame:deint=interlaced")
+        mode = "send_field" if profile.deinterlace == "field" else "send_frame"
+        prelude.append(f"bwdif=mode={mode}:deint=interlaced")
     if ladder.fps:
         prelude.append(f"fps={ladder.fps:.6f}")
     branches = len(ladder.renditions) + len(plan.thumbnails_at) + (1 if plan.sprite else 0)
     labels = [f"[b{i}]" for i in range(branches)]
     head = ",".join([*prelude, f"split={branches}"])
-    graph = [f"[0:{video.index}]{head}{''.join(labels)}"]
+    source = f"[0:{video.index}]" if composed is None else composed.video
+    graph = [f"{source}{head}{''.join(labels)}"]
+    if composed is not None:
+        graph = [composed.graph, *([audio.graph] if audio.graph else []), *graph]
     for i, rendition in enumerate(ladder.renditions):
         graph.append(
             f"[b{i}]scale={rendition.width}:{rendition.height}:flags=bicubic,setsar=1,"
@@ -107,17 +148,24 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
         )
     args = ["-filter_complex", ";".join(graph)]
     if plan.dash:
-        args += _dash_args(plan, ladder)
+        args += _dash_args(plan, ladder, audio)
     for i, rendition in enumerate([] if plan.dash else ladder.renditions):
         args += ["-map", f"[v{i}]"]
         if plan.has_audio:
-            args += ["-map", "0:a:0"]
+            args += ["-map", audio.next()]
+        # Every further audio track in the MP4s (a composition has one track: none here).
+        extras = plan.extra_audio if rendition.mp4 else []
+        for stream, _ in extras:
+            args += ["-map", f"0:{stream.index}"]
         args += _x264_args(profile, ladder, rendition)
         if plan.has_audio:
             args += _aac_args(profile, rendition.audio_bitrate)
         muxers = []
         if plan.hls:
-            muxers.append((_hls_options(profile, rendition.name), f"{rendition.name}.m3u8"))
+            hls = _hls_options(profile, rendition.name)
+            if extras:  # the variant carries video and the first audio; the rest are alternates
+                hls = f"select={'0,1' if plan.has_audio else '0'}:{hls}"
+            muxers.append((hls, f"{rendition.name}.m3u8"))
         if rendition.mp4:
             muxers.append(("f=mp4:movflags=+faststart", f"{rendition.name}.mp4"))
         if len(muxers) == 1:
@@ -125,6 +173,11 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
             args += [*_as_flags(options), name]
         else:  # one encoded stream, several files: ffmpeg's tee muxer
             args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
+    if plan.hls and not plan.dash:
+        for stream, name in plan.extra_audio:  # encoded once, an HLS alternate rendition
+            args += ["-map", f"0:{stream.index}", "-vn"]
+            args += _aac_args(profile, ladder.top.audio_bitrate)
+            args += [*_as_flags(_hls_options(profile, name)), f"{name}.m3u8"]
     # Image outputs pass frames through as they come: the default (constant frame rate) would
     # repeat the last picture at every frame tick until the next one, encoding thousands.
     image = ["-fps_mode", "passthrough", "-update", "1"]
@@ -135,14 +188,14 @@ def _video_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
     return args
 
 
-def _dash_args(plan: EncodePlan, ladder: Ladder) -> list[str]:
+def _dash_args(plan: EncodePlan, ladder: Ladder, audio: _SourceAudio) -> list[str]:
     """All renditions in one DASH output (one adaptation set each for video and audio)."""
     args: list[str] = []
     for i, rendition in enumerate(ladder.renditions):
         args += ["-map", f"[v{i}]", *_x264_args(plan.profile, ladder, rendition, f"v:{i}")]
     sets = "id=0,streams=v"
     if plan.has_audio:
-        args += ["-map", "0:a:0", *_aac_args(plan.profile, ladder.top.audio_bitrate)]
+        args += ["-map", audio.next(), *_aac_args(plan.profile, ladder.top.audio_bitrate)]
         sets += " id=1,streams=a"
     return [
         *args,
@@ -182,13 +235,14 @@ def _x264_args(
     profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v"
 ) -> list[str]:
     """x264 options for the video stream(s) matching `spec` in the current output."""
+    maxrate, bufsize = vbv_limits(rendition.max_video_bitrate, ladder.segment_duration)
     options = {
         "c": "libx264",
         "preset": profile.preset,
         "profile": profile.x264_profile,
         "crf": str(profile.crf),
-        "maxrate": str(rendition.max_video_bitrate),
-        "bufsize": str(rendition.max_video_bitrate * 2),
+        "maxrate": str(maxrate),
+        "bufsize": str(bufsize),
         "g": str(ladder.gop_frames),
         "sc_threshold": "0",
         "force_key_frames": f"expr:gte(t,n_forced*{ladder.keyframe_interval:g})",
@@ -198,14 +252,35 @@ def _x264_args(
     return [part for key, value in options.items() for part in (f"-{key}:{spec}", value)]
 
 
+def vbv_limits(max_bitrate: int, segment_duration: float) -> tuple[int, int]:
+    """x264 (maxrate, bufsize) that make the profile's maximum a real cap on every segment.
+
+    Over any span of t seconds VBV lets through at most maxrate * t + bufsize bits. With
+    x264's maxrate at the profile's, a full buffer let a segment's video run 1 + buffer /
+    segment times over it (1.25x, 1.5x with the former 2 s buffer); the first segment always
+    does, x264 starting 90 % full. Solving maxrate * (segment + buffer) = max * segment
+    keeps every full segment at or under the profile's maximum.
+    """
+    rate = round(max_bitrate * segment_duration / (segment_duration + VBV_BUFFER_SECONDS))
+    return rate, round(rate * VBV_BUFFER_SECONDS)
+
+
 def _aac_args(profile: Profile, bitrate: int) -> list[str]:
     return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate), "-ac", "2"]
 
 
 def _hls_options(profile: Profile, name: str) -> str:
+    """HLS muxer options, the same whether the HLS muxer is an output of its own or a slave
+    of the tee muxer.
+
+    `max_delay=0`: the MPEG-TS muxer shifts every timestamp by twice its muxing delay. The
+    ffmpeg CLI gives a direct output 0.7 s (`-muxdelay`), a tee slave gets 0: a rendition
+    muxed to HLS alone (1080p, HLS only in Pod's ladder) started 1.4 s after the others.
+    """
     return ":".join(
         [
             "f=hls",
+            "max_delay=0",
             f"hls_time={profile.segment_duration:g}",
             "hls_playlist_type=vod",
             "hls_flags=independent_segments",

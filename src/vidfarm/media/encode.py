@@ -19,11 +19,16 @@ from typing import Any
 
 from vidfarm.errors import InvalidParameters
 from vidfarm.media.arguments import build_ffmpeg_args, build_subtitle_args
+from vidfarm.media.compose import Composition, compose
 from vidfarm.media.ffmpeg import FFmpegRun, run_ffmpeg
+from vidfarm.media.hls import merge_short_tail
 from vidfarm.media.outputs import MANIFEST_NAME, describe_outputs
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import Profile, RenditionSpec
+
+#: A last HLS segment shorter than this fraction of the segment length joins the one before.
+TAIL_FRACTION = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,12 +54,19 @@ def encode(
     time_limit_factor: float = 20.0,
     time_limit_min: float = 300.0,
     info: MediaInfo | None = None,
+    composition: Composition | None = None,
 ) -> EncodeResult:
     """Encode `source` into `out_dir`, which appears complete or not at all.
 
     Work happens in a hidden sibling folder renamed into place at the end; any failure,
     cancellation or time-out removes it, so no half-written output is ever left behind.
     """
+    composed = None
+    if composition is not None:  # Pod's dressing or studio: the cut is the composition's
+        if start is not None or end is not None:
+            raise InvalidParameters("with a composition, the cut belongs to the composition")
+        composed = compose(composition)
+        info = composed.info
     info = info or probe(source)
     plan = plan_encode(info, profile, start=start, end=end, only=only, formats=formats)
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -65,7 +77,7 @@ def encode(
     try:
         run = run_ffmpeg(
             ffmpeg,
-            build_ffmpeg_args(plan, source),
+            build_ffmpeg_args(plan, source, composed),
             duration=plan.duration,
             cwd=staging,
             on_progress=on_progress,
@@ -79,6 +91,8 @@ def encode(
                 cwd=staging,
                 time_limit=max(time_limit_min, plan.duration),
             )
+        for playlist in plan.hls_playlists:
+            merge_short_tail(staging / playlist, plan.profile.segment_duration * TAIL_FRACTION)
         manifest = describe_outputs(plan, staging)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if out_dir.exists():

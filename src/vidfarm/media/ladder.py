@@ -30,7 +30,7 @@ class Rendition:
 class Ladder:
     renditions: list[Rendition]
     fps: float | None  # output frame rate when the source's must be reduced; None keeps it
-    source_fps: float | None
+    source_fps: float | None  # after deinterlacing: twice the frame rate when sending fields
     keyframe_interval: float
     segment_duration: float
     gop_frames: int  # x264 keyint, matching keyframe_interval at the output frame rate
@@ -94,12 +94,15 @@ def plan_ladder(info: MediaInfo, profile: Profile, *, only: RenditionSpec | None
                 mp4=spec.mp4,
             )
         )
-    fps = output_fps(video.fps, profile.max_fps)
-    effective = fps or video.fps or 25.0
+    source_fps = video.fps
+    if video.interlaced and source_fps and profile.deinterlace == "field":
+        source_fps *= 2  # bwdif sends one picture per field
+    fps = output_fps(source_fps, profile.max_fps)
+    effective = fps or source_fps or 25.0
     return Ladder(
         renditions=renditions,
         fps=fps,
-        source_fps=video.fps,
+        source_fps=source_fps,
         keyframe_interval=profile.keyframe_interval,
         segment_duration=profile.segment_duration,
         gop_frames=max(1, round(profile.keyframe_interval * effective)),

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfarm.errors import InvalidMedia
+from vidfarm.media.alternates import SUBTITLE_PLAYLIST_KIND, audio_media, subtitle_media
 from vidfarm.media.arguments import DASH_MANIFEST
 from vidfarm.media.hls import (
     AAC_LC,
@@ -19,6 +20,7 @@ from vidfarm.media.hls import (
     master_playlist,
     measure_bandwidth,
     read_media_playlist,
+    read_target_duration,
 )
 from vidfarm.media.plan import EncodePlan, SpritePlan
 
@@ -82,7 +84,12 @@ def describe_outputs(plan: EncodePlan, folder: Path) -> dict[str, Any]:
             outputs.append(entry)
     source = plan.info.to_dict()
     source["path"] = Path(source["path"]).name
-    return {"duration": round(plan.duration, 3), "source": source, "outputs": outputs}
+    return {
+        "duration": round(plan.duration, 3),
+        "source": source,
+        "outputs": outputs,
+        "dropped": plan.dropped,
+    }
 
 
 def _hls_outputs(plan: EncodePlan, folder: Path) -> list[dict[str, Any]]:
@@ -95,15 +102,30 @@ def _hls_outputs(plan: EncodePlan, folder: Path) -> list[dict[str, Any]]:
         entries.append(_hls_entry(folder, variant, None, None))
     else:
         fps = plan.ladder.fps or plan.ladder.source_fps
+        alternates = [_variant(folder, f"{name}.m3u8", plan) for _, name in plan.extra_audio]
+        # A player fetching an alternate audio track fetches it on top of the variant.
+        extra_peak = max((a.bandwidth for a in alternates), default=0)
+        extra_average = max((a.average_bandwidth for a in alternates), default=0)
         for rendition in plan.ladder.renditions:
+            variant = _variant(folder, f"{rendition.name}.m3u8", plan)
+            entries.append(_hls_entry(folder, variant, rendition.width, rendition.height))
             variant = replace(
-                _variant(folder, f"{rendition.name}.m3u8", plan),
+                variant,
+                bandwidth=variant.bandwidth + extra_peak,
+                average_bandwidth=variant.average_bandwidth + extra_average,
                 resolution=(rendition.width, rendition.height),
                 frame_rate=fps,
             )
+            entries[-1]["bandwidth"] = variant.bandwidth
             variants.append(variant)
-            entries.append(_hls_entry(folder, variant, rendition.width, rendition.height))
-    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants), encoding="utf-8")
+        for alternate in alternates:
+            entry = _hls_entry(folder, alternate, None, None)
+            entry["kind"] = "hls_audio"
+            entries.append(entry)
+    subtitles = subtitle_media(plan, folder)
+    entries += [_entry(folder, m.uri, SUBTITLE_PLAYLIST_KIND) for m in subtitles if m.uri]
+    media = audio_media(plan) + subtitles
+    (folder / MASTER_PLAYLIST).write_text(master_playlist(variants, media), encoding="utf-8")
     peak = max(v.bandwidth for v in variants)
     return [_entry(folder, MASTER_PLAYLIST, "hls_master", bandwidth=peak), *entries]
 
@@ -125,7 +147,8 @@ def _variant(folder: Path, playlist: str, plan: EncodePlan) -> Variant:
     segments = read_media_playlist(folder / playlist)
     if not segments:
         raise InvalidMedia(f"{playlist} has no segment: the source has no decodable frames")
-    peak, average = measure_bandwidth(folder, segments)
+    target = read_target_duration(folder / playlist)
+    peak, average = measure_bandwidth(folder, segments, target)
     return Variant(
         playlist=playlist,
         bandwidth=peak,

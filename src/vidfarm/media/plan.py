@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from vidfarm.errors import InvalidParameters
 from vidfarm.media.ladder import Ladder, even, plan_ladder
-from vidfarm.media.probe import AttachedPicture, MediaInfo, SubtitleStreamInfo
+from vidfarm.media.probe import AttachedPicture, AudioStreamInfo, MediaInfo, SubtitleStreamInfo
 from vidfarm.media.profiles import Profile, RenditionSpec
 
 THUMBNAIL_POSITIONS = (0.25, 0.50, 0.75)
@@ -43,6 +43,11 @@ class EncodePlan:
     subtitles: list[tuple[SubtitleStreamInfo, str]] = field(default_factory=list)
     cover: AttachedPicture | None = None
     formats: frozenset[str] = DEFAULT_FORMATS
+    #: Audio tracks after the first, with the name of their HLS alternate rendition: each is
+    #: in every MP4 and, once encoded, an EXT-X-MEDIA TYPE=AUDIO of the master.
+    extra_audio: list[tuple[AudioStreamInfo, str]] = field(default_factory=list)
+    #: Source streams the outputs do not carry, one line each (listed in the manifest).
+    dropped: list[str] = field(default_factory=list)
 
     @property
     def has_audio(self) -> bool:
@@ -55,6 +60,16 @@ class EncodePlan:
     @property
     def dash(self) -> bool:
         return "dash" in self.formats
+
+    @property
+    def hls_playlists(self) -> list[str]:
+        """The media playlists ffmpeg writes, one per variant."""
+        if self.ladder is None:
+            return ["audio.m3u8"]
+        if not self.hls or self.dash:
+            return []
+        names = [f"{rendition.name}.m3u8" for rendition in self.ladder.renditions]
+        return names + [f"{name}.m3u8" for _, name in self.extra_audio]
 
 
 def plan_encode(
@@ -76,6 +91,19 @@ def plan_encode(
         (stream, f"subtitle_{n}_{stream.language or 'und'}.vtt")
         for n, stream in enumerate(s for s in info.subtitles if s.text_based)
     ]
+    dropped = [
+        f"subtitle stream {s.index} ({s.codec}): a bitmap subtitle cannot become WebVTT"
+        for s in info.subtitles
+        if not s.text_based
+    ]
+    extra_audio = [(stream, f"audio-track-{n}") for n, stream in enumerate(info.audio[1:], 1)]
+    if info.main_video is None or (formats is not None and "dash" in formats):
+        dropped += [
+            f"audio stream {stream.index} ({stream.language or 'und'}): only the first audio "
+            f"track is kept in {'an audio-only encode' if info.main_video is None else 'DASH'}"
+            for stream, _ in extra_audio
+        ]
+        extra_audio = []
     if info.main_video is None:
         return EncodePlan(
             info=info,
@@ -86,6 +114,7 @@ def plan_encode(
             subtitles=subtitles,
             cover=cover,
             formats=frozenset({"hls"}),
+            dropped=dropped,
         )
     ladder = plan_ladder(info, profile, only=only)
     if formats is not None:
@@ -111,6 +140,8 @@ def plan_encode(
         subtitles=subtitles,
         cover=cover,
         formats=chosen,
+        extra_audio=extra_audio,
+        dropped=dropped,
     )
 
 

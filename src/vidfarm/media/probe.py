@@ -68,6 +68,7 @@ class AudioStreamInfo:
     sample_rate: int
     bitrate: int | None
     language: str | None = None
+    title: str | None = None  # the stream's "title" tag, e.g. "Audio description"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,7 @@ class SubtitleStreamInfo:
     codec: str
     text_based: bool
     language: str | None = None
+    title: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +129,11 @@ def probe(path: str | os.PathLike[str], *, name: str | None = None) -> MediaInfo
     try:
         container = av.open(str(source), metadata_errors="ignore")
     except av.FFmpegError as error:
+        if _mp4_without_index(source, size):
+            raise InvalidMedia(
+                f"{label}: truncated or incomplete (an MP4 cut short before its index, "
+                "the moov box)"
+            ) from None
         raise InvalidMedia(f"{label}: not a media file ({_reason(error)})") from None
     with container:
         return _describe(container, source, size, label)
@@ -156,6 +163,7 @@ def _describe(container: Any, source: Path, size: int, label: str) -> MediaInfo:
                     sample_rate=int(cc.sample_rate or 0),
                     bitrate=int(cc.bit_rate or 0) or None,
                     language=language,
+                    title=stream.metadata.get("title"),
                 )
             )
         elif stream.type == "subtitle":
@@ -165,6 +173,7 @@ def _describe(container: Any, source: Path, size: int, label: str) -> MediaInfo:
                     codec=codec,
                     text_based=codec in TEXT_SUBTITLE_CODECS,
                     language=language,
+                    title=stream.metadata.get("title"),
                 )
             )
     if not video and not audio:
@@ -244,6 +253,32 @@ def _refuse_truncated(container: Any, label: str, size: int) -> None:
         if len(entries) and entries[-1].pos + entries[-1].size > size:
             missing = entries[-1].pos + entries[-1].size - size
             raise InvalidMedia(f"{label}: the file is truncated ({missing} bytes missing)")
+
+
+#: ISO BMFF top-level boxes an MP4/MOV written with its index at the end starts with.
+_MP4_BOXES = frozenset({b"ftyp", b"mdat", b"free", b"skip", b"wide", b"uuid", b"pnot"})
+
+
+def _mp4_without_index(source: Path, size: int) -> bool:
+    """An MP4 whose top-level boxes start well (ftyp, mdat...) but never reach a moov: an
+    upload or a recording stopped before the index at the end of the file was written."""
+    position, seen = 0, list[bytes]()
+    with source.open("rb") as handle:
+        while position + 8 <= size:
+            handle.seek(position)
+            header = handle.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if kind == b"moov" or (kind not in _MP4_BOXES and not seen):
+                return False
+            seen.append(kind)
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            if box_size == 0 or position + box_size > size:
+                break  # runs to (or past) the end of the file
+            if box_size < 8:
+                return False
+            position += box_size
+    return bool(seen) and seen[0] in (b"ftyp", b"mdat", b"wide", b"free")
 
 
 def _duration(container: Any) -> float | None:

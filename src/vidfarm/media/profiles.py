@@ -78,6 +78,9 @@ class Profile(BaseModel):
     segment_duration: Annotated[float, Field(ge=2, le=6)] = 4.0
     threshold: Annotated[float, Field(ge=0, le=100)] = 0
     audio_sample_rate: Literal[44100, 48000] = 48000
+    #: Interlaced sources: "frame" makes one picture per frame (25i -> 25p), "field" one per
+    #: field (25i -> 50p, smoother motion, more bits).
+    deinterlace: Literal["frame", "field"] = "frame"
     audio_only_bitrate: Bitrate = 192_000
     mp3_quality: Annotated[int, Field(ge=0, le=9)] = 2
     renditions: Annotated[list[RenditionSpec], Field(min_length=1)]
@@ -194,8 +197,7 @@ def _pod_rendition(key: str, entry: object, base: Profile) -> dict[str, Any]:
         )
     height = int(match.group(2))
     try:
-        video = parse_bitrate(str(entry.get("video_bitrate", "")))
-        audio = parse_bitrate(str(entry.get("audio_bitrate", "")))
+        video, audio = _pod_bitrates(entry, height, base)
         known = next(
             (r for r in base.renditions if r.height == height and r.video_bitrate == video), None
         )
@@ -212,6 +214,24 @@ def _pod_rendition(key: str, entry: object, base: Profile) -> dict[str, Any]:
         "audio_bitrate": audio,
         "mp4": bool(entry.get("encode_mp4", False)),
     }
+
+
+def _pod_bitrates(entry: dict[str, Any], height: int, base: Profile) -> tuple[int, int]:
+    """Video and audio bitrates of a Pod rendition; Pods before 3.8 send none.
+
+    Missing ones come from `base`'s rendition nearest in height, the video bitrate scaled by
+    the pixel count (as Esup-Runner infers them), so an old Pod's 480p gets a 480p bitrate.
+    """
+    nearest = min(base.renditions, key=lambda r: (abs(r.height - height), -r.height))
+    given_video, given_audio = entry.get("video_bitrate"), entry.get("audio_bitrate")
+    if given_video not in (None, ""):
+        video = parse_bitrate(str(given_video))
+    else:
+        video = max(150_000, round(nearest.video_bitrate * (height / nearest.height) ** 2))
+    audio = (
+        parse_bitrate(str(given_audio)) if given_audio not in (None, "") else nearest.audio_bitrate
+    )
+    return video, audio
 
 
 def profile_with_renditions(base: Profile, renditions: list[dict[str, Any]]) -> Profile:

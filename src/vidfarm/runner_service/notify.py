@@ -5,9 +5,11 @@ stops is still sent after it starts again. Connection errors, 408, 429 and 5xx a
 with backoff (x1.5 per try); after `runner_notify_retries` tries, or a refusal (other 4xx),
 the notification has failed and a completed task becomes `warning`.
 
-A read timeout is different: the request was sent and no answer came. The client may have
-received it and be importing the result, so sending it again could import twice; it is not
-retried (Esup-Runner does the same).
+A read timeout is different: the request was sent and no answer came (after 15 s, as
+Esup-Runner waits). The client may have received it and be importing the result, so sending
+it again could import twice: it is not retried, and the task stays `completed` (state
+`unconfirmed`), as Esup-Runner leaves it. `error_message` is null on success: Pod appends
+"\n---\n" and the message to `script_output` whenever one is given.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ ERROR_MAX_CHARS = 500
 class Outcome(enum.Enum):
     SENT = "sent"
     RETRY = "retry"  # nothing was delivered; another try may work
-    GIVE_UP = "give_up"  # refused, or perhaps delivered: never send again
+    GIVE_UP = "give_up"  # refused: never send again
+    UNCONFIRMED = "unconfirmed"  # sent, no answer in time: perhaps delivered, never resend
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ def send(client: httpx.Client, url: str, token: str, body: dict[str, Any]) -> At
     try:
         response = client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
     except httpx.ReadTimeout:
-        return Attempt(Outcome.GIVE_UP, "no answer in time; not sent again (it may have arrived)")
+        return Attempt(
+            Outcome.UNCONFIRMED, "no answer in time; not sent again (it may have arrived)"
+        )
     except httpx.TransportError as error:
         if is_forbidden(error):
             return Attempt(Outcome.GIVE_UP, f"notify_url refused: {error}")
@@ -96,7 +101,7 @@ class Notifier:
     def _loop(self) -> None:
         with guarded_client(
             allow_private=self._settings.runner_allow_private_urls,
-            timeout=httpx.Timeout(self._settings.runner_notify_timeout),
+            timeout=httpx.Timeout(self._settings.runner_notify_timeout, connect=5.0),
         ) as client:
             while not self._stopping.is_set():
                 try:
@@ -133,7 +138,7 @@ class Notifier:
                 "task_id": task.id,
                 "status": task.status,
                 "script_output": task.script_output or "",
-                "error_message": task.error_message or "",
+                "error_message": task.error_message or None,
             }
             url, digest = task.notify_url or "", task.token_sha256
         token = tokens.secret_for(self._settings.runner_tokens, digest)
@@ -159,6 +164,9 @@ class Notifier:
                 task.notify_error = None
                 return
             task.notify_error = attempt.detail[:ERROR_MAX_CHARS]
+            if attempt.outcome is Outcome.UNCONFIRMED:
+                task.notify_state = "unconfirmed"  # the task keeps its status
+                return
             retries_left = task.notify_attempts < self._settings.runner_notify_retries
             if attempt.outcome is Outcome.RETRY and retries_left:
                 delay = backoff(self._settings, task.notify_attempts)

@@ -135,7 +135,13 @@ def job_for(request: TaskRequest, settings: Settings) -> tuple[str, dict[str, An
         )
     parameters = request.parameters
     if job_type == JobType.TRANSCRIPTION.value:
-        language = str(parameters.get("language") or parameters.get("source_language") or "")
+        # Pod sends `language` (older Pods `lang`) and `source_language` (often "auto").
+        language = str(
+            parameters.get("language")
+            or parameters.get("lang")
+            or parameters.get("source_language")
+            or ""
+        )
         if not language.strip() or language.strip().lower() == "auto":
             language = settings.runner_default_language
         try:

@@ -18,6 +18,7 @@ from vidfarm.config import Settings
 from vidfarm.errors import InvalidMedia, JobCancelled
 from vidfarm.jobs import create_job
 from vidfarm.media.probe import MediaInfo, probe
+from vidfarm.media.subtitles import subtitle_playlist
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import Job, JobType, Video
 from vidfarm.transcribe.audio import BYTES_PER_SECOND, stream_pcm
@@ -31,7 +32,6 @@ from vidfarm.transcribe.captions import (
     words_json,
 )
 from vidfarm.transcribe.engines import Word, borrow_engine, resolve
-from vidfarm.transcribe.hls import subtitle_playlist
 
 #: Called with a percentage (0-100); returning False stops the transcription.
 ProgressCallback = Callable[[float], bool]

@@ -17,6 +17,7 @@ from vidfarm.api.deps import (
 )
 from vidfarm.errors import VidfarmError
 from vidfarm.metrics import render_metrics
+from vidfarm.runtime import Runtime
 
 router = APIRouter(tags=["health"])
 
@@ -42,12 +43,26 @@ def readyz(runtime: RuntimeDep) -> Any:
         checks["storage"] = "ok"
     except VidfarmError as error:
         checks["storage"] = str(error)
-    checks["broker"] = "embedded (no broker configured)"
-    ready = all(v == "ok" for k, v in checks.items() if k != "broker")
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    broker = _broker(runtime)
+    warnings: list[str] = []
+    if broker is None:
+        checks["broker"] = "embedded (no broker configured)"
+    else:
+        checks["broker"], warnings = broker
+    ready = all(v == "ok" for k, v in checks.items() if k != "broker" or broker)
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+    if warnings:
+        body["warnings"] = warnings
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _broker(runtime: Runtime) -> tuple[str, list[str]] | None:
+    """The Celery broker as the dispatcher last found it (checked every few seconds)."""
+    from vidfarm.dispatch.celery import CeleryDispatcher
+
+    if isinstance(runtime.dispatcher, CeleryDispatcher):
+        return runtime.dispatcher.broker_health()
+    return None
 
 
 @router.get("/metrics", response_class=Response, responses={401: {}})

@@ -21,13 +21,14 @@ from vidfarm.errors import PermanentError, TransientError
 from vidfarm.models import RunnerAssignment, RunnerManager
 
 # Assignment states and import states (see models.RunnerAssignment).
-SUBMITTING, RUNNING, COMPLETED, FAILED, TIMEOUT, ABANDONED = (
+SUBMITTING, RUNNING, COMPLETED, FAILED, TIMEOUT, ABANDONED, REFUSED = (
     "submitting",
     "running",
     "completed",
     "failed",
     "timeout",
     "abandoned",
+    "refused",  # no manager took it and at least one refused it (a 4xx): counted per job
 )
 IMPORT_NONE, IMPORTING, IMPORTED, IMPORT_FAILED, IMPORT_SKIPPED = (
     "none",
@@ -36,7 +37,7 @@ IMPORT_NONE, IMPORTING, IMPORTED, IMPORT_FAILED, IMPORT_SKIPPED = (
     "failed",
     "skipped",
 )
-FINISHED_STATES = (COMPLETED, FAILED, TIMEOUT, ABANDONED)
+FINISHED_STATES = (COMPLETED, FAILED, TIMEOUT, ABANDONED, REFUSED)
 #: What managers report, in Pod's words.
 SUCCESS_STATUSES = frozenset({"completed", "warning"})
 FAILURE_STATUSES = frozenset({"failed", "timeout", "error"})

@@ -41,6 +41,11 @@ class ManagerRefused(ManagerUnavailable):
     """401/403: the manager does not accept our token."""
 
 
+class TaskRejected(ManagerUnavailable):
+    """Another 4xx (400, 413, 422...): the manager refuses this task, e.g. Esup-Runner's 422
+    for a source_url whose host is an IP literal. Asking again the same way will not help."""
+
+
 class TaskUnknown(ManagerUnavailable):
     """404 on a task: the manager does not know (or no longer knows) it."""
 
@@ -55,6 +60,7 @@ class HealthReport:
     status_code: int | None
     latency_ms: float | None
     message: str
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +150,8 @@ class ManagerClient:
             return TaskUnknown(message, status_code=code)
         if code == 425:
             return ResultNotReady(message, status_code=code)
+        if 400 <= code < 500 and code not in (408, 409, 429):
+            return TaskRejected(message, status_code=code)
         return ManagerUnavailable(message, status_code=code)
 
     def _json_object(self, response: httpx.Response, what: str) -> dict[str, Any]:

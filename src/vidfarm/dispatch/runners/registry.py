@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
@@ -24,6 +27,7 @@ from sqlalchemy.orm import Session
 from vidfarm.config import Settings
 from vidfarm.db import write_transaction
 from vidfarm.dispatch.runners.client import HealthReport, ManagerClient
+from vidfarm.dispatch.runners.request import public_url
 from vidfarm.errors import ConfigError, InvalidParameters, InvalidTransition, NotFound
 from vidfarm.jobs import as_utc
 from vidfarm.models import RunnerManager, utcnow
@@ -263,4 +267,23 @@ def test_connection(settings: Settings, manager: RunnerManager) -> HealthReport:
         timeout=settings.runners_request_timeout,
         allow_private=settings.runners_allow_private_urls,
     ) as client:
-        return client.health()
+        report = client.health()
+    return replace(report, warnings=public_url_warnings(settings))
+
+
+def public_url_warnings(settings: Settings) -> tuple[str, ...]:
+    """Esup-Runner refuses (422) every source_url and notify_url whose host is an IP literal
+    in a private or loopback range, and `localhost` for notify: say so before a job waits."""
+    url = public_url(settings)
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            return ()
+    setting = "VIDFARM_RUNNERS_PUBLIC_URL" if settings.runners_public_url else "host:port"
+    return (
+        f"the URL managers are given ({url}, from {setting}) has no DNS name: Esup-Runner "
+        "refuses source and notify URLs on an IP address or localhost (422); set "
+        "VIDFARM_RUNNERS_PUBLIC_URL to a DNS name that resolves to this control plane",
+    )

@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm import jobs
@@ -29,12 +29,14 @@ from vidfarm.dispatch.runners.assignments import (
     ERROR_CHARS,
     IMPORT_NONE,
     IMPORT_SKIPPED,
+    REFUSED,
     RUNNING,
     SUBMITTING,
     RunnerTaskFailed,
     hash_secret,
     lease_seconds,
 )
+from vidfarm.dispatch.runners.client import TaskRejected
 from vidfarm.dispatch.runners.pool import ManagerPool
 from vidfarm.dispatch.runners.request import runner_task_type, source_url, task_request
 from vidfarm.errors import InvalidParameters, StaleAttempt, VidfarmError
@@ -119,9 +121,13 @@ class Submitter:
                 return False
             with write_transaction(session):
                 session.add(assignment)
+            refusals: list[TaskRejected] = []
             for manager in managers:
-                if self._offer(session, job_id, assignment.id, manager, body):
+                if self._offer(session, job_id, assignment.id, manager, body, refusals):
                     return True
+            if refusals:
+                self._refused(session, job_id, assignment.id, refusals[-1])
+                return False
             with write_transaction(session):
                 session.execute(
                     delete(RunnerAssignment).where(RunnerAssignment.id == assignment.id)
@@ -129,6 +135,37 @@ class Submitter:
             jobs.unqueue(session, job_id)
             log.info("job %s: no runner manager accepted it; it stays pending", job_id)
             return False
+
+    def _refused(
+        self, session: Session, job_id: str, assignment_id: str, refusal: TaskRejected
+    ) -> None:
+        """No manager took the job and one refused it: say why on the job, and count.
+
+        A refusal (Esup-Runner's 422 for a source URL on an IP address, say) repeats itself
+        until someone fixes the configuration; the job is offered again after a growing pause
+        (the job core's backoff), and after `runners_max_refusals` refusals it fails for good
+        instead of being offered forever with a new secret each time.
+        """
+        _finish(session, assignment_id, REFUSED, IMPORT_SKIPPED, str(refusal))
+        count = session.scalar(
+            select(func.count())
+            .select_from(RunnerAssignment)
+            .where(RunnerAssignment.job_id == job_id, RunnerAssignment.state == REFUSED)
+        )
+        session.rollback()
+        limit = self._settings.runners_max_refusals
+        if (count or 0) >= limit:
+            log.warning("job %s: refused by runner managers %d times: failing it", job_id, limit)
+            self._refuse(session, job_id, RunnerTaskFailed(f"{refusal} (refused {limit} times)"))
+            return
+        # Offered again after a growing pause: time for an operator to read the reason.
+        delay = jobs.backoff_delay(
+            count or 1, self._settings.retry_base_seconds, self._settings.retry_max_seconds
+        )
+        jobs.unqueue(
+            session, job_id, why=f"{refusal} (refused {count} of {limit} times)", delay=delay
+        )
+        log.warning("job %s: %s (refusal %d of %d)", job_id, refusal, count, limit)
 
     def _refuse(self, session: Session, job_id: str, error: VidfarmError) -> None:
         """A job no manager can be asked to run (bad parameters): fail it like a worker would."""
@@ -151,6 +188,7 @@ class Submitter:
         assignment_id: str,
         manager: RunnerManager,
         body: dict[str, Any],
+        refusals: list[TaskRejected],
     ) -> bool:
         with write_transaction(session):
             session.execute(
@@ -162,6 +200,10 @@ class Submitter:
         try:
             with self._pool.client(manager) as client:
                 task_id = client.execute(body)
+        except TaskRejected as error:
+            refusals.append(error)  # about this task, not the manager: others still get asked
+            log.info("job %s: runner manager %s refused it: %s", job_id, manager.name, error)
+            return False
         except VidfarmError as error:
             self._pool.mark_busy(manager.id)
             log.info("job %s: runner manager %s skipped: %s", job_id, manager.name, error)

@@ -158,8 +158,10 @@ export function createPlayer(container, detail) {
       const levels = data.levels ?? [];
       clear(qualitySelect, h("option", { value: "-1" }, "Auto"), levels.map((level, index) => h("option", { value: String(index) }, level.height ? `${level.height}p` : `level ${index}`)));
       qualitySelect.hidden = levels.length < 2;
+      // A smooth switch: the playing fragment stays, the next ones come at the chosen level
+      // (renditions share keyframe times, so the picture changes without a stall).
       qualitySelect.onchange = () => {
-        hls.currentLevel = Number(qualitySelect.value);
+        hls.nextLevel = Number(qualitySelect.value);
       };
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {

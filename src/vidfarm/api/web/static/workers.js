@@ -87,7 +87,8 @@ function testResult(result) {
   const parts = [result.ok ? "Connection OK" : "Connection failed"];
   if (result.status_code !== null && result.status_code !== undefined) parts.push(`HTTP ${result.status_code}`);
   if (result.latency_ms !== null && result.latency_ms !== undefined) parts.push(`${Math.round(result.latency_ms)} ms`);
-  return h("span", { class: `test-result ${result.ok ? "ok" : "failed"}`, dataset: { ok: String(result.ok) } }, `${parts.join(" · ")}: ${result.message}`);
+  const warnings = (result.warnings || []).map((text) => ` Warning: ${text}`).join("");
+  return h("span", { class: `test-result ${result.ok ? "ok" : "failed"}`, dataset: { ok: String(result.ok) } }, `${parts.join(" · ")}: ${result.message}${warnings}`);
 }
 
 function runnersView(runners, reload) {
