@@ -296,8 +296,9 @@ class Settings(BaseSettings):
         default="vidfarm", description="`etab_name` sent to runner managers with each task."
     )
     runners_check_after_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
-        default=7200.0,
-        description="Ask a manager about a task it has run this long without news (Pod: 2 h).",
+        default=20.0,
+        description="Ask a manager about each running task this often (status and progress); "
+        "silent for 3 times as long, its job goes to another manager. Pod: 2 h.",
     )
     runners_request_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
         default=30.0, description="Time limit of one request to a runner manager (Pod: 30 s)."

@@ -238,6 +238,8 @@ class RunnerAssignment(Base):
     ``state``: submitting (being offered to managers) → running (a manager took it as
     ``task_id``; the job runs with ``fencing_token``) → completed | failed | timeout, or
     abandoned when the job moved on without it (cancelled, lease expired, restarted).
+    ``next_check_at``: when to ask the manager about a running task next; on an abandoned
+    one, when to send the stop again (None once the manager took it or has nothing to stop).
     ``import_state``: none → importing (held by ``import_owner`` until
     ``import_expires_at``: the conditional update that makes the import happen once) →
     imported | failed | skipped. The source URL's secret is stored as its SHA-256 only.

@@ -424,6 +424,8 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     result = page.wait_for_selector(f"{row} .test-result")
     assert result.get_attribute("data-ok") == "true", result.text_content()
     assert "Connection OK" in result.text_content()
+    # This farm gives managers http://127.0.0.1:port: Esup-Runner would refuse it (422).
+    assert "Warning: the URL managers are given" in result.text_content()
     screenshot(page, "08-workers")
 
     # A wrong token: the test says so explicitly.

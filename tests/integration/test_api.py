@@ -158,6 +158,11 @@ def test_upload_encode_stream_through_the_seed_contract(any_api: Api, small_clip
 
     status = api.get(f"/videos/status/{file_id}", params={"format": "hls"}).json()
     assert status["status"] == "completed" and status["task_id"] == body["job_id"]
+    assert status["output_name"] == f"{file_id}_transcoded.m3u8"
+    mp4 = api.get(f"/videos/status/{file_id}", params={"format": "mp4"}).json()
+    assert mp4["status"] == "completed" and mp4["task_id"] == body["job_id"]
+    assert mp4["output_name"] == f"{file_id}_transcoded.mp4", mp4  # named the playlist before
+    assert api.get(f"/api/v1/jobs/{body['job_id']}").json()["step"] is None  # not "publishing"
 
     # The alias redirects to the folder URL, so relative playlist URLs resolve.
     alias = api.get(f"/videos/stream/{file_id}_transcoded.m3u8", follow_redirects=False)

@@ -147,7 +147,10 @@ class FakeManager:
             task = self.tasks.get(task_id)
             if task is None:
                 return JSONResponse({"detail": "Task not found"}, status_code=404)
-            return JSONResponse({"task_id": task_id, "status": task["status"]})
+            answer = {"task_id": task_id, "status": task["status"]}
+            if "progress" in task:
+                answer["progress"] = task["progress"]
+            return JSONResponse(answer)
 
         @app.get("/task/result/{task_id}")
         def result(task_id: str, request: Request) -> JSONResponse:
@@ -580,6 +583,36 @@ def test_cancel_stops_the_task_and_a_late_result_is_ignored(
     time.sleep(0.3)
     assert plane.job(job_id)["status"] == "cancelled"
     assert manager.hits["manifest"] == 0 and plane.outputs(job_id) == []
+
+
+def test_a_stop_the_manager_missed_is_sent_again_when_it_is_back(
+    plane_factory: Callable[..., ControlPlane],
+    manager_factory: Callable[..., FakeManager],
+    clip: Path,
+) -> None:
+    """A manager down when its task is abandoned would encode it to the end on restart."""
+    plane = plane_factory(runners_check_after_seconds=1.0)
+    manager = manager_factory(mode="hold")
+    plane.add_runner("fake", manager.url)
+    job_id = plane.upload(clip)
+    wait_until(lambda: [a for a in plane.assignments(job_id) if a.fencing_token], 10, "the task")
+    [task] = manager.tasks.values()
+    task["progress"] = 37.5  # the manager's progress reaches the job (Pod showed 0 % to the end)
+    wait_until(lambda: plane.job(job_id)["progress"] == 37.5, 10, "the relayed progress")
+    port = manager.server.port
+    manager.server.stop()
+    assert plane.client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    [owed] = wait_until(
+        lambda: [a for a in plane.assignments(job_id) if a.state == "abandoned"], 20, "abandoned"
+    )
+    assert owed.next_check_at is not None and manager.hits["stop"] == 0  # owed, not taken
+    manager.server = ServerThread(manager.app, port=port).start()
+    wait_until(lambda: manager.hits["stop"] >= 1, 20, "the stop, sent again")
+    wait_until(lambda: plane.assignments(job_id)[0].next_check_at is None, 10, "settled")
+    stops = manager.hits["stop"]
+    time.sleep(3.0)  # three status periods: a settled stop is not sent again
+    assert manager.hits["stop"] == stops
+    assert plane.job(job_id)["status"] == "cancelled"
 
 
 def test_wrong_token_both_ways(

@@ -94,12 +94,14 @@ def test_test_connection_explains_failures(api: TestClient) -> None:
     body = {"name": "gone", "url": f"http://127.0.0.1:{port}", "token": TOKEN}
     runner_id = api.post("/api/v1/runners", json=body).json()["id"]
     report = api.post(f"/api/v1/runners/{runner_id}/test").json()
+    warnings = report.pop("warnings")
     assert report == {
         "ok": False,
         "status_code": None,
         "latency_ms": None,
         "message": f"connection refused: nothing listens at 127.0.0.1:{port}",
     }
+    assert len(warnings) == 1 and "no DNS name" in warnings[0]  # http://host:port, an address
 
 
 def test_test_connection_timeout_and_no_health_endpoint(tmp_path: Path) -> None:

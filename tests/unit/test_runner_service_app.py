@@ -65,3 +65,14 @@ def test_auth_comes_before_the_body(client: TestClient) -> None:
     wrong = {"Authorization": "", "X-API-Token": "x"}
     response = client.post("/task/execute", json={}, headers=wrong)
     assert response.status_code == 403 and response.json() == {"detail": "invalid token"}
+
+
+def test_pods_admin_link_shows_a_read_only_status_page(client: TestClient) -> None:
+    """Pod's runner-manager admin links to {url}/admin (was a 404)."""
+    page = client.get("/admin", headers={"Authorization": ""})  # a browser sends no token
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "Task slots: 1; in use: 0; free: 1." in page.text
+    for status in ("pending", "running", "completed", "failed", "timeout", "warning"):
+        assert f"<th scope=row>{status}</th><td>0</td>" in page.text
+    assert TOKEN not in page.text

@@ -94,11 +94,11 @@ def test(
     with runtime() as rt, rt.sessions() as session:
         manager = runner_registry.get_manager(session, runner)
         report = runner_registry.test_connection(rt.settings, manager)
-    for warning in report.warnings:
-        errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-    if not report.ok:
+    if not report.ok:  # one line: what is wrong now
         fail(f"runner manager {manager.name}: {report.message}")
     console.print(f"runner manager {manager.name}: {report.message}", highlight=False)
+    for warning in report.warnings:
+        errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _edit(runner: str, changes: dict[str, Any]) -> None:

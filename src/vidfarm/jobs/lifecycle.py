@@ -209,6 +209,7 @@ def complete(
                 )
             )
         job.status = JobStatus.COMPLETED.value
+        job.step = None  # the state says it all (was the last step: publishing, importing)
         job.result = dict(result)
         job.progress = 100.0
         job.error = None

@@ -13,14 +13,14 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from vidfarm import __version__
 from vidfarm.api import redact
 from vidfarm.api.errors import install_error_handlers
-from vidfarm.runner_service import results, tasks, tokens
+from vidfarm.runner_service import results, status_page, tasks, tokens
 from vidfarm.runner_service.service import RunnerService
 from vidfarm.storage.base import content_type_for
 from vidfarm.urlguard import redact_url
@@ -170,6 +170,18 @@ def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastA
             "available": max(0, service.capacity - running),
             "version": __version__,
         }
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page(service: ServiceDep, session: SessionDep) -> HTMLResponse:
+        """Where Pod's admin links to: version, capacity, tasks by status (read-only)."""
+        page = status_page.render(
+            version=__version__,
+            capacity=service.capacity,
+            running=tasks.active_count(session),
+            counts=tasks.status_counts(session),
+        )
+        headers = {"Content-Security-Policy": status_page.CONTENT_SECURITY_POLICY}
+        return HTMLResponse(page, headers=headers)
 
     @app.get("/api/health")
     def api_health() -> dict[str, str]:

@@ -395,3 +395,11 @@ def list_tasks(
 def active_count(session: Session) -> int:
     count = select(func.count()).select_from(RunnerTask).where(RunnerTask.status.in_(ACTIVE))
     return int(session.scalar(count) or 0)
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    """How many tasks are in each status (for the read-only status page)."""
+    rows = session.execute(
+        select(RunnerTask.status, func.count()).group_by(RunnerTask.status)
+    ).all()
+    return {status: int(count) for status, count in rows}

@@ -185,9 +185,10 @@ def transcode(
     )
 
 
-def task_view(job: Job) -> dict[str, Any]:
+def task_view(job: Job, fmt: str | None = None) -> dict[str, Any]:
+    """The seed's view of a job; its result names the file of `fmt` (default: its first)."""
     state, status = STATE[JobStatus(job.status)]
-    fmt = job_formats(job)[0]
+    fmt = fmt or job_formats(job)[0]
     view: dict[str, Any] = {
         "task_id": job.id,
         "state": state,
@@ -223,7 +224,7 @@ def status(
         return {"file_id": video.id, "format": format, "status": "not_started"}
     done = next((j for j in related if j.status == JobStatus.COMPLETED), None)
     newest = done or related[0]
-    view = task_view(newest)
+    view = task_view(newest, format)  # ?format=mp4 names the MP4, not the job's playlist
     return {
         "file_id": video.id,
         "format": format,

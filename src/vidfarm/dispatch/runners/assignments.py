@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, or_, select, update
@@ -88,8 +89,11 @@ def text(value: object, limit: int = 16_000) -> str | None:
 
 
 def lease_seconds(settings: Settings) -> float:
-    """Owned this long without news; renewed by each sign of life from the manager."""
-    return 2 * settings.runners_check_after_seconds
+    """Owned this long without news; renewed by each sign of life from the manager.
+
+    Three status periods: one unanswered question is a blip, three are a dead manager (about
+    a minute by default, where Pod waits hours), and the job goes elsewhere."""
+    return 3 * settings.runners_check_after_seconds
 
 
 def advance(
@@ -121,6 +125,25 @@ def in_state(session: Session, state: str) -> list[RunnerAssignment]:
             select(RunnerAssignment)
             .where(RunnerAssignment.state == state)
             .order_by(RunnerAssignment.submitted_at)
+            .execution_options(populate_existing=True)
+        )
+    )
+    session.rollback()
+    return found
+
+
+def stops_owed(session: Session, now: datetime) -> list[RunnerAssignment]:
+    """Abandoned tasks whose manager has not taken the stop yet, due to be asked again."""
+    found = list(
+        session.scalars(
+            select(RunnerAssignment)
+            .where(
+                RunnerAssignment.state == ABANDONED,
+                RunnerAssignment.next_check_at.is_not(None),
+                RunnerAssignment.next_check_at <= now,
+            )
+            .order_by(RunnerAssignment.next_check_at)
+            .limit(100)
             .execution_options(populate_existing=True)
         )
     )

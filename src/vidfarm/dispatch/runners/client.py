@@ -209,12 +209,15 @@ class ManagerClient:
             ) from None
 
     def stop(self, task_id: str) -> bool:
-        """POST /task/stop/{id}, best effort: whether the manager took the request."""
+        """POST /task/stop/{id}: whether that is settled (the manager took the request, or
+        knows no such running task: 404, 409...). False: ask again later (no answer, 5xx,
+        401/403 until the token is fixed, 408, 429)."""
         try:
             response = self._send("POST", f"/task/stop/{quote(task_id, safe='')}")
         except ManagerUnavailable:
             return False
-        return response.is_success
+        code = response.status_code
+        return response.is_success or (400 <= code < 500 and code not in (401, 403, 408, 429))
 
     def health(self) -> HealthReport:
         """`GET /manager/health` (Pod's test), else `/api/health` (the manager's own)."""

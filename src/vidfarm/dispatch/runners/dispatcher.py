@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm import jobs
 from vidfarm.config import Settings
-from vidfarm.dispatch.runners.assignments import RUNNING, Notification, in_state
+from vidfarm.dispatch.runners.assignments import RUNNING, Notification, in_state, stops_owed
 from vidfarm.dispatch.runners.importer import Importer
 from vidfarm.dispatch.runners.news import TaskNews
 from vidfarm.dispatch.runners.pool import ManagerPool
@@ -130,7 +130,7 @@ class RunnersDispatcher:
             return self._submitter.submit(job_ids)
 
     def reconcile_now(self, now: datetime) -> None:
-        """One pass: requeue lost submissions, follow quiet tasks, drop abandoned ones, purge."""
+        """One pass: requeue lost submissions, follow running tasks, stop abandoned ones, purge."""
         now = jobs.as_utc(now)
         with self._pass_lock, self._sessions() as session:
             requeue_lost(session, self._settings, now)
@@ -139,6 +139,11 @@ class RunnersDispatcher:
                     self._news.follow(session, assignment, now)
                 except Exception:
                     log.exception("task %s: following it failed", assignment.task_id)
+            for assignment in stops_owed(session, now):
+                try:
+                    self._news.send_owed_stop(session, assignment, now)
+                except Exception:
+                    log.exception("task %s: asking for its stop failed", assignment.task_id)
             self._purger.purge(session, now)
 
     def record_news(self, assignment_id: str, news: Notification) -> None:

@@ -1,11 +1,12 @@
 """News about a task on a runner manager, by webhook or by asking, applied exactly once.
 
 The end comes by webhook (`POST /runner/notify_task_end/`, api/routes/runner_webhook.py) or,
-when that never arrives, from the reconciler asking `GET /task/status/{id}` about tasks quiet
-for `runners_check_after_seconds` (`TaskNews.follow`). Both end in `record_news`: a failure
-fails the job at once, a success marks the task for the importer, and "still running" renews
-the job's lease. A manager that stays silent renews nothing, so its lease expires and the
-scheduler retries the job elsewhere; a task whose job moved on is abandoned (and stopped).
+when that never arrives, from the reconciler asking `GET /task/status/{id}` about each running
+task every `runners_check_after_seconds` (`TaskNews.follow`; the answer carries progress too).
+Both end in `record_news`: a failure fails the job at once, a success marks the task for the
+importer, and "still running" renews the job's lease. A manager that stays silent renews
+nothing, so its lease expires and the scheduler retries the job elsewhere; a task whose job
+moved on is abandoned, and its stop is sent until the manager takes it.
 """
 
 from __future__ import annotations
@@ -140,28 +141,52 @@ class TaskNews:
             self.abandon(session, assignment, "the job moved on (cancelled or retried)")
 
     def abandon(self, session: Session, assignment: RunnerAssignment, reason: str) -> None:
-        """The job no longer waits for this task: stop it (best effort) and forget it.
+        """The job no longer waits for this task: stop it and forget it.
 
         Only a running task is abandoned: one whose news (completed, failed) arrived
         meanwhile keeps its own final state. (The state is not read from `assignment`: after
         a rollback the ORM reloads it, and a final state read back would be overwritten.)
+        The stop is owed until the manager takes it (`next_check_at` set): a manager down
+        now gets it again when it is back (`send_owed_stop`), rather than encoding to the end.
         """
+        now = jobs.utcnow()
         if not advance(
             session,
             assignment.id,
             ABANDONED,
-            {"finished_at": jobs.utcnow(), "error": reason, "import_state": IMPORT_SKIPPED},
+            {
+                "finished_at": now,
+                "error": reason,
+                "import_state": IMPORT_SKIPPED,
+                "next_check_at": now if assignment.task_id else None,
+            },
             from_state=RUNNING,
         ):
             return
+        log.info("job %s: task %s abandoned: %s", assignment.job_id, assignment.task_id, reason)
+        if assignment.task_id:
+            self.send_owed_stop(session, assignment, now)
+
+    def send_owed_stop(self, session: Session, assignment: RunnerAssignment, now: datetime) -> None:
+        """Ask the manager to stop an abandoned task; if it does not answer, ask again later."""
         manager = session.get(RunnerManager, assignment.manager_id)
-        if manager is not None and assignment.task_id:
+        settled = manager is None or not assignment.task_id
+        if not settled and manager is not None and assignment.task_id:
             try:
                 with self._pool.client(manager) as client:
-                    client.stop(assignment.task_id)
+                    settled = client.stop(assignment.task_id)
             except VidfarmError as error:
                 log.info("task %s: could not ask for a stop: %s", assignment.task_id, error)
-        log.info("job %s: task %s abandoned: %s", assignment.job_id, assignment.task_id, reason)
+        retry = now + timedelta(seconds=self._settings.runners_check_after_seconds)
+        advance(
+            session,
+            assignment.id,
+            ABANDONED,
+            {"next_check_at": None if settled else retry},
+            from_state=ABANDONED,
+        )
+        if not settled:
+            log.info("task %s: stop not taken yet; asking again later", assignment.task_id)
 
     def follow(self, session: Session, assignment: RunnerAssignment, now: datetime) -> None:
         """The reconciler's look at one running task: abandon it, or ask its manager if due."""
