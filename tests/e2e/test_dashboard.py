@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -160,7 +161,8 @@ def test_video_page_plays_hls_with_subtitles_and_sprite_thumbnails(
     downloads = page.locator("#outputs a.download")
     assert downloads.count() >= 8
     href = page.locator('#outputs tr[data-kind="mp4"] a.download').first.get_attribute("href")
-    answer = httpx.get(f"{server.base}{href}")
+    assert href is not None and "/media/s/" in href and "token=" not in href  # signed, no token
+    answer = httpx.get(urljoin(server.base + "/", href))
     assert answer.status_code == 200 and "attachment" in answer.headers["content-disposition"]
 
 
@@ -432,7 +434,9 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     page.click(f"{row} button:has-text('Edit')")
     page.fill("form[id^=runner-edit] #runner-token", "wrong-token-" + "y" * 16)
     page.click("form[id^=runner-edit] button[type=submit]")
-    page.wait_for_selector(f"{row} button.test-connection")
+    # Saved: the list is drawn again, without the edit form or the first test's result.
+    page.wait_for_selector("form[id^=runner-edit]", state="detached")
+    page.wait_for_selector(f"{row} .test-result", state="detached")
     page.click(f"{row} button.test-connection")
     result = page.wait_for_selector(f"{row} .test-result")
     assert result.get_attribute("data-ok") == "false"

@@ -163,6 +163,8 @@ export function createPlayer(container, detail) {
       qualitySelect.onchange = () => {
         hls.nextLevel = Number(qualitySelect.value);
       };
+      // "hls" once hls.js knows the levels (the quality menu is filled), not before.
+      setMode("hls", null);
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
       const level = hls.levels[data.level];
@@ -183,7 +185,6 @@ export function createPlayer(container, detail) {
     });
     hls.loadSource(master.url);
     hls.attachMedia(video);
-    setMode("hls", null);
   }
 
   (async () => {
