@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from vidfarm.errors import ConfigError
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+/?$")
+#: One CSP frame-ancestors source: a keyword, a scheme, or a host with optional scheme/port.
+_ANCESTOR = re.compile(
+    r"^(\*|'self'|'none'|https?:|(https?://)?(\*\.)?[A-Za-z0-9.-]+(:([0-9]{1,5}|\*))?)$"
+)
 
 
 class Settings(BaseSettings):
@@ -140,7 +144,9 @@ class Settings(BaseSettings):
         "applies to media only (signed URLs, public media, embeds), never to the API.",
     )
     embed_frame_ancestors: str = Field(
-        default="*", description="CSP frame-ancestors of /embed/ pages: who may iframe them."
+        default="*",
+        description="CSP frame-ancestors of /embed/ pages, who may iframe them: `*`, `'self'`, "
+        "`'none'` or origins like `https://pod.example.org https://*.example.org`.",
     )
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without a token (else any valid token)."
@@ -158,6 +164,17 @@ class Settings(BaseSettings):
                     raise ValueError(f"{origin!r} is not an origin like https://pod.example.org")
             return [str(origin).rstrip("/") for origin in value]
         return value
+
+    @field_validator("embed_frame_ancestors")
+    @classmethod
+    def _check_ancestors(cls, value: str) -> str:
+        """Sources only: a `;` or a newline would smuggle other directives into the header."""
+        sources = value.split()
+        if not sources or not all(_ANCESTOR.match(source) for source in sources):
+            raise ValueError(
+                f"{value!r} is not a frame-ancestors list like 'self' https://pod.example.org"
+            )
+        return " ".join(sources)
 
     xapi_enabled: bool = Field(
         default=False, description="Accept player events on /xapi/video/ and deliver them."

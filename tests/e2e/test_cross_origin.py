@@ -7,17 +7,15 @@ a signed URL (every variant), gets 403 once it expires, and an origin not listed
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from farm_browser import TINY_PROFILE, Server, free_port, require_chromium, wait_until
+from farm_browser import TINY_PROFILE, Origin, Server, require_chromium, wait_until
 
 from vidfarm.api.signing import MediaSigner, load_key
 
@@ -42,34 +40,6 @@ window.play = (src) => {{
 }};
 </script>
 """
-
-
-class Origin:
-    """A page server on its own port: an origin other than vidfarm's."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.body = b""
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(origin.body)))
-                self.end_headers()
-                self.wfile.write(origin.body)
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")

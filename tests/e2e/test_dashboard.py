@@ -19,45 +19,18 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-from farm_browser import REFUSAL, Server, free_port, login, screenshot, wait_until
-
-from fixtures_media import run_ffmpeg_cli, video_args
-from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
-
-SUBTITLE_TEXT = "Hello from the subtitle track"
-SRT = (
-    f"1\n00:00:00,500 --> 00:00:05,000\n{SUBTITLE_TEXT}\n\n"
-    "2\n00:00:05,500 --> 00:00:11,000\nSecond cue of the clip\n"
+from farm_browser import (
+    REFUSAL,
+    SUBTITLE_TEXT,
+    Server,
+    free_port,
+    login,
+    require_hls_js,
+    screenshot,
+    wait_until,
 )
 
-
-def require_hls_js() -> None:
-    if (VENDOR_DIR / HLS_JS).is_file():
-        return
-    reason = "hls.js is not fetched (python -m vidfarm.api.web.assets; make test does it)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set: the HLS player test is required")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def subtitled_clip(media_dir: Path) -> Path:
-    """12 s of 320x180 with audio and an English text subtitle stream (long enough for the
-    overview sprite, which needs 10 s)."""
-    target = media_dir / "dashboard-subtitled.mkv"
-    if not target.exists():
-        srt = media_dir / "dashboard.srt"
-        srt.write_text(SRT)
-        run_ffmpeg_cli(
-            "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=12",
-            "-f", "lavfi", "-i", "sine=f=440:sample_rate=44100:d=12",
-            "-i", str(srt),
-            "-map", "0", "-map", "1", "-map", "2",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
-            str(target),
-        )  # fmt: skip
-    return target
+from fixtures_media import run_ffmpeg_cli, video_args
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,14 @@ def test_roles_and_ownership_matrix(world: tuple[Api, dict[str, Any]]) -> None:
             {"formats": ["mp4"]},
             (401, 401, 403, 202, 404, 202),
         ),
+        (
+            "PATCH",
+            f"/api/v1/videos/{video}",
+            {"visibility": "private"},
+            (401, 401, 403, 200, 404, 200),
+        ),
+        ("GET", f"/embed/{video}", None, (404, 404, 404, 404, 404, 404)),  # private: no embed
+        ("GET", f"/embed/{video}/playback", None, (404, 404, 404, 404, 404, 404)),
         ("DELETE", f"/api/v1/videos/{video}", None, (401, 401, 403, None, 404, None)),
     ]
     for method, url, payload, expected in matrix:
@@ -136,7 +144,10 @@ def test_every_route_is_in_the_matrix_or_has_its_own_test(
         "/api/v1/runners/{runner_id}": "admin only, like /api/v1/runners",
         "/api/v1/runners/{runner_id}/test": "admin only",
         "/api/v1/xapi/dead/redeliver": "admin only, like /api/v1/xapi/dead",
-        "/api/v1/videos/{video_id}": "matrix (GET, DELETE)",
+        "/api/v1/videos/{video_id}": "matrix (GET, PATCH, DELETE)",
+        "/embed/{video_id}": "matrix (private); unlisted, public: test_embed",
+        "/embed/{video_id}/playback": "same",
+        "/api/v1/public/videos": "open by design (public videos only): test_embed",
         "/videos/stream/{path:path}": "matrix",
         "/videos/download/{path:path}": "matrix",
     }

@@ -12,6 +12,7 @@ from vidfarm.api import redact
 from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
+    embed,
     health,
     jobs,
     media,
@@ -56,6 +57,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         health.router,
         seed.router,
         media.router,  # before videos: /api/v1/videos/{id}/playback
+        embed.router,
         videos.router,
         transcribe.router,
         jobs.router,

@@ -1,4 +1,4 @@
-"""/api/v1/videos: list, detail with probe and outputs, new encodes, delete."""
+"""/api/v1/videos: list, detail with probe and outputs, visibility, new encodes, delete."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from vidfarm.api import access
 from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
 from vidfarm.media.plan import FORMATS
-from vidfarm.models import Video
+from vidfarm.models import Video, Visibility
 from vidfarm.videos import delete_video, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
@@ -48,6 +48,15 @@ class EncodeRequest(BaseModel):
         return self
 
 
+class VideoUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    visibility: Visibility = Field(
+        description="private: owner and admins; unlisted: anyone with the embed URL or a signed "
+        "link; public: listed at /api/v1/public/videos, played without a token."
+    )
+
+
 @router.get("")
 def list_videos(
     session: SessionDep,
@@ -80,6 +89,17 @@ def get_video(video_id: str, session: SessionDep, principal: UserAuth) -> dict[s
         "jobs": [job_view(session, j) for j in sorted(video.jobs, key=lambda j: j.created_at)],
         "outputs": outputs,
     }
+
+
+@router.patch("/{video_id}", responses={404: {}, 422: {}})
+def update_video(
+    video_id: str, body: VideoUpdate, session: SessionDep, principal: UserAuth
+) -> dict[str, Any]:
+    """Change who may play the video (its owner or an admin)."""
+    video = access.own_video(session, principal, video_id)
+    video.visibility = body.visibility.value
+    session.commit()
+    return video_view(video)
 
 
 @router.post("/{video_id}/encode", status_code=202, responses={404: {}, 422: {}})

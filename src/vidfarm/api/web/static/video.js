@@ -2,6 +2,7 @@
 
 import { downloadUrl, followJobs, get, mediaUrl, post } from "./api.js";
 import { createPlayer } from "./player.js";
+import { shareCard } from "./share.js";
 import {
   badge,
   clear,
@@ -135,6 +136,7 @@ export async function render(main, { parts }) {
         ),
         playerBox,
       ),
+      shareCard(detail, load),
       h("section", { class: "card" }, h("h2", {}, "Outputs"), outputsTable(detail)),
       h("section", { class: "card" }, h("h2", {}, "Jobs"), jobsTable(detail), actions(detail, load)),
     );
