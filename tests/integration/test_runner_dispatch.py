@@ -541,6 +541,15 @@ def test_webhook_semantics(
     assert bad.status_code == 400
     assert httpx.post(hook, json={"status": "completed"}, headers=bearer).status_code == 400
     json_headers = {**bearer, "Content-Type": "application/json"}
+    # Nested past the parser's recursion limit, or deep enough to exhaust a later dump: 400.
+    for deep in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"task_id": "%s", "status": "completed", "script_output": %s}'
+        % (task_id.encode(), b"[" * 900 + b"]" * 900),
+    ):
+        nested = httpx.post(hook, content=deep, headers=json_headers)
+        assert nested.status_code == 400, nested.text
+        assert nested.json() == {"detail": "the body nests deeper than 32 levels"}
     huge = b'{"task_id": "' + b"x" * (2 << 20) + b'"}'
     assert httpx.post(hook, content=huge, headers=json_headers).status_code == 413
 

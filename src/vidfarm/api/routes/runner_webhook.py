@@ -41,6 +41,7 @@ router = APIRouter(tags=["runner managers"])
 MAX_BODY_BYTES = 1 << 20
 MAX_TASK_ID_CHARS = 128
 _ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_DEPTH = 32  # Esup-Runner's answers nest three or four levels
 _DUMMY_TOKEN = "vidfarm: no manager token"  # noqa: S105 - compared, never accepted
 
 
@@ -55,6 +56,21 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
         if len(body) > limit:
             return None
     return bytes(body)
+
+
+def _too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON data nests deeper than `limit`; iterative, so it cannot recurse too far."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _answer(status: int, message: str) -> JSONResponse:
@@ -82,6 +98,10 @@ async def notify_task_end(request: Request, runtime: RuntimeDep) -> JSONResponse
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return _answer(400, "the body is not valid JSON")
+    except RecursionError:  # `[[[[...` a thousand deep: the parser gives up, we refuse
+        return _answer(400, f"the body nests deeper than {MAX_DEPTH} levels")
+    if _too_deep(data):  # what the parser took may still exhaust a later json.dumps
+        return _answer(400, f"the body nests deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         return _answer(400, "the body must be a JSON object")
     task_id = data.get("task_id")
