@@ -55,6 +55,7 @@ class _FilePart:
         self._header_field = b""
         self._header_value = b""
         self._writing = False
+        self.ended = False  # the closing boundary arrived: the body is whole
 
     def on_part_begin(self) -> None:
         self._headers, self._writing = {}, False
@@ -87,6 +88,9 @@ class _FilePart:
     def on_part_end(self) -> None:
         self._writing = False
 
+    def on_end(self) -> None:
+        self.ended = True
+
 
 async def receive_upload(
     request: Request, *, field: str, folder: Path, max_bytes: int
@@ -111,6 +115,7 @@ async def receive_upload(
             "on_headers_finished",
             "on_part_data",
             "on_part_end",
+            "on_end",
         )
     }
     parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
@@ -131,6 +136,9 @@ async def receive_upload(
     if part.filename is None:
         target.unlink(missing_ok=True)
         raise InvalidParameters(f"the form has no '{field}' file field")
+    if not part.ended:  # a body cut short: its file part is a prefix of the file sent
+        target.unlink(missing_ok=True)
+        raise UploadInterrupted("the multipart body ends before its closing boundary")
     return ReceivedUpload(path=target, filename=part.filename, size=part.size)
 
 
