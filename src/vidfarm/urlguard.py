@@ -108,7 +108,9 @@ def check_url(url: str, *, allow_private: bool, name: str = "url") -> str:
     except ValueError as error:
         raise InvalidParameters(f"{name}: not a valid URL ({error})") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidParameters(f"{name}: only http and https URLs are allowed, not {url[:60]!r}")
+        # A short scheme only: the rest of a URL (a signed link, user:password@) may be secret.
+        scheme = f", not {parts.scheme!r}" if 0 < len(parts.scheme) <= 8 else ""
+        raise InvalidParameters(f"{name}: only http and https URLs are allowed{scheme}")
     host = parts.hostname
     if not host:
         raise InvalidParameters(f"{name}: the URL has no host")
