@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vidfarm import __version__
-from vidfarm.api import redact
+from vidfarm.api import openapi, redact
 from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
@@ -71,6 +71,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app, {NotMultipart: 415, UploadInterrupted: 400})
+    openapi.install(app)
     if settings.cors_origins:
         app.add_middleware(SplitCORS, origins=settings.cors_origins)
     return app

@@ -10,13 +10,13 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from vidfarm.api import access
 from vidfarm.api.deps import MediaCaller, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.media import resolve, serve
+from vidfarm.api.media import PATH_PATTERN, resolve, serve
 from vidfarm.api.signing import PREFIX, BadSignature, MediaSigner, Signed
 from vidfarm.api.views import output_view, playable_outputs
 from vidfarm.errors import NotFound
@@ -55,7 +55,7 @@ def signed_media(
     expires: str,
     signature: str,
     video_id: str,
-    path: str,
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
     request: Request,
     runtime: RuntimeDep,
     session: SessionDep,

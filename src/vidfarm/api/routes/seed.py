@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from vidfarm import jobs
 from vidfarm.api import access
 from vidfarm.api.deps import MediaAuth, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.media import PATH_PATTERN
 from vidfarm.api.routes.media import MEDIA_METHODS, legacy_media
 from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.models import Job, JobStatus
@@ -244,7 +245,11 @@ def status(
     "/stream/{path:path}", methods=MEDIA_METHODS, responses={206: {}, 307: {}, 400: {}, 404: {}}
 )
 def stream(
-    path: str, request: Request, runtime: RuntimeDep, session: SessionDep, caller: MediaAuth
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: MediaAuth,
 ) -> Response:
     """Play a file (HTTP Range supported; S3 media redirect to a presigned URL)."""
     return legacy_media(request, runtime, session, caller, path, download=False)
@@ -254,7 +259,11 @@ def stream(
     "/download/{path:path}", methods=MEDIA_METHODS, responses={307: {}, 400: {}, 404: {}}
 )
 def download(
-    path: str, request: Request, runtime: RuntimeDep, session: SessionDep, caller: MediaAuth
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: MediaAuth,
 ) -> Response:
     """Download a file as an attachment."""
     return legacy_media(request, runtime, session, caller, path, download=True)
