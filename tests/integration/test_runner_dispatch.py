@@ -150,6 +150,8 @@ class FakeManager:
             answer = {"task_id": task_id, "status": task["status"]}
             if "progress" in task:
                 answer["progress"] = task["progress"]
+            if "error_message" in task:
+                answer["error_message"] = task["error_message"]
             return JSONResponse(answer)
 
         @app.get("/task/result/{task_id}")
@@ -194,8 +196,11 @@ class FakeManager:
         if self.mode == "hold":
             return
         if self.mode == "fail":
+            # The error before the status: a status check in between (the reconciler asks
+            # running tasks) must read it too, as Esup-Runner's /task/status gives it.
+            task["error_message"] = "Invalid data found when processing input"
             task["status"] = "failed"
-            self._notify(task_id, "failed", "Invalid data found when processing input")
+            self._notify(task_id, "failed", task["error_message"])
             return
         folder = self.workdir / task_id
         folder.mkdir(parents=True)
