@@ -6,6 +6,7 @@ Bad values fail at start with a single line (see `load_settings`), never later i
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from vidfarm.errors import ConfigError
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+/?$")
+#: One CSP frame-ancestors source: a keyword, a scheme, or a host with optional scheme/port.
+_ANCESTOR = re.compile(
+    r"^(\*|'self'|'none'|https?:|(https?://)?(\*\.)?[A-Za-z0-9.-]+(:([0-9]{1,5}|\*))?)$"
+)
 
 
 class Settings(BaseSettings):
@@ -128,6 +135,51 @@ class Settings(BaseSettings):
         default=True, description="Start the default encode as soon as a video is uploaded."
     )
     public_media: bool = Field(default=False, description="Serve published media without a token.")
+    media_url_seconds: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
+        default=6 * 3600, description="Lifetime of signed media URLs (/media/s/...)."
+    )
+    media_signing_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="HMAC key of signed media URLs; empty: <data_dir>/media-signing-key.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API and load media from a browser; `*` "
+        "applies to media only (signed URLs, public media, embeds), never to the API.",
+    )
+    embed_frame_ancestors: str = Field(
+        default="*",
+        description="CSP frame-ancestors of /embed/ pages, who may iframe them: `*`, `'self'`, "
+        "`'none'` or origins like `https://pod.example.org https://*.example.org`.",
+    )
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (else any valid token)."
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        """`https://a,https://b` from the environment; each an origin (scheme://host[:port])."""
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for origin in value:
+                if origin != "*" and not _ORIGIN.match(str(origin)):
+                    raise ValueError(f"{origin!r} is not an origin like https://pod.example.org")
+            return [str(origin).rstrip("/") for origin in value]
+        return value
+
+    @field_validator("embed_frame_ancestors")
+    @classmethod
+    def _check_ancestors(cls, value: str) -> str:
+        """Sources only: a `;` or a newline would smuggle other directives into the header."""
+        sources = value.split()
+        if not sources or not all(_ANCESTOR.match(source) for source in sources):
+            raise ValueError(
+                f"{value!r} is not a frame-ancestors list like 'self' https://pod.example.org"
+            )
+        return " ".join(sources)
+
     xapi_enabled: bool = Field(
         default=False, description="Accept player events on /xapi/video/ and deliver them."
     )

@@ -51,6 +51,14 @@ class JobType(enum.StrEnum):
     TRANSCRIPTION = "transcription"
 
 
+class Visibility(enum.StrEnum):
+    """Who may play a video: its owner and admins, anyone with its link, or anyone at all."""
+
+    PRIVATE = "private"
+    UNLISTED = "unlisted"
+    PUBLIC = "public"
+
+
 class Video(Base):
     __tablename__ = "videos"
 
@@ -61,6 +69,10 @@ class Video(Base):
     duration: Mapped[float | None] = mapped_column(Float)
     probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     language: Mapped[str | None] = mapped_column(String(16))  # spoken language, e.g. "en"
+    # The token (user) that uploaded it; None for videos from the CLI or the runner manager,
+    # which only admins see. Tokens are revoked, never deleted, so the id stays meaningful.
+    owner_token_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="private")  # Visibility
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="video", passive_deletes=True)
@@ -98,6 +110,7 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Jobs to create when this one completes: [{"type": ..., "params": {...}}] (see jobs.complete)
     follow_ups: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    owner_token_id: Mapped[str | None] = mapped_column(String(32))  # who submitted it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

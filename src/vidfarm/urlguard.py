@@ -38,8 +38,20 @@ class ForbiddenAddress(httpcore.ConnectError):
 
 def address_problem(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why `address` may not be contacted, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 carried inside IPv6 (mapped ::ffff:a.b.c.d, 6to4 2002::/16, Teredo 2001::/32)
+        # is judged as the IPv4 address it reaches.
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address.sixtofour is not None:
+            embedded = address_problem(address.sixtofour, allow_private=allow_private)
+            if embedded:
+                return f"a 6to4 address embedding {embedded}"
+        elif address.teredo is not None:
+            for inner in address.teredo:  # (server, client)
+                embedded = address_problem(inner, allow_private=allow_private)
+                if embedded:
+                    return f"a Teredo address embedding {embedded}"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_multicast:
@@ -96,7 +108,9 @@ def check_url(url: str, *, allow_private: bool, name: str = "url") -> str:
     except ValueError as error:
         raise InvalidParameters(f"{name}: not a valid URL ({error})") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidParameters(f"{name}: only http and https URLs are allowed, not {url[:60]!r}")
+        # A short scheme only: the rest of a URL (a signed link, user:password@) may be secret.
+        scheme = f", not {parts.scheme!r}" if 0 < len(parts.scheme) <= 8 else ""
+        raise InvalidParameters(f"{name}: only http and https URLs are allowed{scheme}")
     host = parts.hostname
     if not host:
         raise InvalidParameters(f"{name}: the URL has no host")
@@ -172,3 +186,14 @@ def is_forbidden(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+def redact_url(url: str) -> str:
+    """The origin of a URL, for logs: its path and query may hold a secret (a signed link)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    return f"{parts.scheme}://{host}{port}/…"

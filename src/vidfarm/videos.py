@@ -44,6 +44,7 @@ def add_video(
     filename: str | None = None,
     language: str | None = None,
     move: bool = False,
+    owner: str | None = None,
 ) -> tuple[Video, MediaInfo]:
     """Probe (refusing bad input before anything is stored), then store and record it."""
     name = safe_filename(filename or source.name)
@@ -61,6 +62,7 @@ def add_video(
         duration=info.duration,
         probe=probe_data,
         language=language.lower() if language else None,
+        owner_token_id=owner,
     )
     session.add(video)
     session.commit()
@@ -75,13 +77,14 @@ def submit_encode(
     params: dict[str, Any] | None = None,
     priority: int = 0,
     affiliation: str | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Queue an encode after refusing what its worker would refuse (one check, every caller)."""
     params = dict(params or {})
     check_encode_params(settings, params)
     if affiliation:
         params["affiliation"] = affiliation
-    return jobs.create_job(
+    job = jobs.create_job(
         session,
         job_type=JobType.ENCODE.value,
         video_id=video.id,
@@ -95,6 +98,15 @@ def submit_encode(
         if video.language
         else [],
     )
+    record_owner(session, job, owner)
+    return job
+
+
+def record_owner(session: Session, job: Job, owner: str | None) -> None:
+    """Remember which token submitted a job (follow-ups and CLI jobs have none)."""
+    if owner is not None:
+        job.owner_token_id = owner
+        session.commit()
 
 
 def job_priority(

@@ -6,6 +6,7 @@ import os
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +14,14 @@ from farm_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     SCREENSHOTS,
+    SRT,
     TINY_PROFILE,
     Server,
     StubLrs,
     require_chromium,
 )
+
+from fixtures_media import run_ffmpeg_cli
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +93,23 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
         tab.screenshot(path=str(SCREENSHOTS / f"FAILED-{request.node.name}.png"), full_page=True)
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def subtitled_clip(media_dir: Path) -> Path:
+    """12 s of 320x180 with audio and an English text subtitle stream (long enough for the
+    overview sprite, which needs 10 s)."""
+    target = media_dir / "dashboard-subtitled.mkv"
+    if not target.exists():
+        srt = media_dir / "dashboard.srt"
+        srt.write_text(SRT)
+        run_ffmpeg_cli(
+            "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=12",
+            "-f", "lavfi", "-i", "sine=f=440:sample_rate=44100:d=12",
+            "-i", str(srt),
+            "-map", "0", "-map", "1", "-map", "2",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
+            str(target),
+        )  # fmt: skip
+    return target

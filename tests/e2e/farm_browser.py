@@ -12,10 +12,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 import pytest
 
 from services import free_port
+from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,6 +63,11 @@ audio_bitrate = "64k"
 mp4 = true
 """
 #: The stub LRS refuses statements with this verb (they become dead letters), takes the rest.
+SUBTITLE_TEXT = "Hello from the subtitle track"
+SRT = (
+    f"1\n00:00:00,500 --> 00:00:05,000\n{SUBTITLE_TEXT}\n\n"
+    "2\n00:00:05,500 --> 00:00:11,000\nSecond cue of the clip\n"
+)
 REFUSED_VERB = "paused"
 REFUSAL = "stub LRS: paused statements are not accepted here"
 
@@ -71,6 +78,15 @@ def require_chromium() -> None:
     reason = f"{CHROMIUM} is not installed (apt-get install -y chromium)"
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI is set: the dashboard tests are required")
+    pytest.skip(reason)
+
+
+def require_hls_js() -> None:
+    if (VENDOR_DIR / HLS_JS).is_file():
+        return
+    reason = "hls.js is not fetched (python -m vidfarm.api.web.assets; make test does it)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI is set: the HLS player test is required")
     pytest.skip(reason)
 
 
@@ -210,3 +226,31 @@ def wait_until(page: Any, expression: str, timeout: float = 20) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {expression}")
         time.sleep(0.1)
+
+
+class Origin:
+    """A page server on its own port: an origin other than vidfarm's."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.body = b""
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(origin.body)))
+                self.end_headers()
+                self.wfile.write(origin.body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -15,48 +15,23 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
-from farm_browser import REFUSAL, TINY_PROFILE, Server, free_port, login, screenshot, wait_until
-
-from fixtures_media import run_ffmpeg_cli, video_args
-from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
-
-SUBTITLE_TEXT = "Hello from the subtitle track"
-SRT = (
-    f"1\n00:00:00,500 --> 00:00:05,000\n{SUBTITLE_TEXT}\n\n"
-    "2\n00:00:05,500 --> 00:00:11,000\nSecond cue of the clip\n"
+from farm_browser import (
+    REFUSAL,
+    SUBTITLE_TEXT,
+    TINY_PROFILE,
+    Server,
+    free_port,
+    login,
+    require_hls_js,
+    screenshot,
+    wait_until,
 )
 
-
-def require_hls_js() -> None:
-    if (VENDOR_DIR / HLS_JS).is_file():
-        return
-    reason = "hls.js is not fetched (python -m vidfarm.api.web.assets; make test does it)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI is set: the HLS player test is required")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def subtitled_clip(media_dir: Path) -> Path:
-    """12 s of 320x180 with audio and an English text subtitle stream (long enough for the
-    overview sprite, which needs 10 s)."""
-    target = media_dir / "dashboard-subtitled.mkv"
-    if not target.exists():
-        srt = media_dir / "dashboard.srt"
-        srt.write_text(SRT)
-        run_ffmpeg_cli(
-            "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=12",
-            "-f", "lavfi", "-i", "sine=f=440:sample_rate=44100:d=12",
-            "-i", str(srt),
-            "-map", "0", "-map", "1", "-map", "2",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-c:s", "srt", "-metadata:s:s:0", "language=eng",
-            str(target),
-        )  # fmt: skip
-    return target
+from fixtures_media import run_ffmpeg_cli, video_args
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +135,8 @@ def test_video_page_plays_hls_with_subtitles_and_sprite_thumbnails(
     downloads = page.locator("#outputs a.download")
     assert downloads.count() >= 8
     href = page.locator('#outputs tr[data-kind="mp4"] a.download').first.get_attribute("href")
-    answer = httpx.get(f"{server.base}{href}")
+    assert href is not None and "/media/s/" in href and "token=" not in href  # signed, no token
+    answer = httpx.get(urljoin(server.base + "/", href))
     assert answer.status_code == 200 and "attachment" in answer.headers["content-disposition"]
 
 
@@ -284,7 +260,7 @@ def test_single_file_hls_plays_with_hls_js(page: Any, server: Server, subtitled_
     assert sorted(o["path"] for o in variants) == ["144p.m3u8", "180p.m3u8"]
     for variant in variants:
         playlist = httpx.get(
-            f"{server.base}{variant['url']}", headers={"Authorization": f"Bearer {server.admin}"}
+            urljoin(server.base, variant["url"]), headers={"Authorization": f"Bearer {server.admin}"}
         ).text
         uris = {line for line in playlist.splitlines() if line and not line.startswith("#")}
         assert uris == {variant["path"].replace(".m3u8", ".ts")}, playlist  # one file
@@ -314,7 +290,9 @@ def test_player_falls_back_to_mp4_without_hls_js(
     page.click("#play")
     wait_until(page, "document.getElementById('video').currentTime > 0.5")
     source = page.evaluate("document.getElementById('video').currentSrc")
-    assert "/180p.mp4?token=" in source  # the largest MP4; a <video> cannot send headers
+    # The largest MP4, through a signed URL: a <video> cannot send headers, and no token
+    # goes in a URL any more.
+    assert source.endswith("/180p.mp4") and "/media/s/" in source and "token" not in source
     assert page.evaluate("window.vidfarmPlayer.error") is None
     screenshot(page, "05-video-mp4-fallback")
 
@@ -462,7 +440,9 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     page.click(f"{row} button:has-text('Edit')")
     page.fill("form[id^=runner-edit] #runner-token", "wrong-token-" + "y" * 16)
     page.click("form[id^=runner-edit] button[type=submit]")
-    page.wait_for_selector(f"{row} button.test-connection")
+    # Saved: the list is drawn again, without the edit form or the first test's result.
+    page.wait_for_selector("form[id^=runner-edit]", state="detached")
+    page.wait_for_selector(f"{row} .test-result", state="detached")
     page.click(f"{row} button.test-connection")
     result = page.wait_for_selector(f"{row} .test-result")
     assert result.get_attribute("data-ok") == "false"

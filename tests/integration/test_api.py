@@ -327,6 +327,30 @@ def test_upload_that_is_not_multipart_is_415(api: Api) -> None:
     assert response.status_code == 415
 
 
+def test_upload_without_its_closing_boundary_is_refused(
+    local_settings: Settings, small_clip: Path
+) -> None:
+    """A body cut short (the client stopped sending, the length says it is all) holds only a
+    prefix of the file: refused, nothing stored, nothing encoded."""
+    client, api = start_api(local_settings)
+    with client:
+        boundary = "vidfarmboundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="cut.mp4"\r\nContent-Type: video/mp4\r\n\r\n'
+        ).encode()
+        content = small_clip.read_bytes()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        for cut in (head + content[: len(content) // 2], head + content + b"\r\n--" + b"vidf"):
+            answer = api.post("/videos/upload", content=cut, headers=headers)
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["detail"] == "the multipart body ends before its closing boundary"
+            assert_nothing_stored(api, local_settings)
+        whole = head + content + f"\r\n--{boundary}--\r\n".encode()
+        assert api.post("/videos/upload", content=whole, headers=headers).status_code == 200
+    api.runtime.engine.dispose()
+
+
 def assert_nothing_stored(api: Api, settings: Settings) -> None:
     uploads = settings.data_dir / "uploads"
     assert not uploads.exists() or not any(uploads.iterdir())
@@ -405,7 +429,8 @@ def test_health_ready_and_metrics(api: Api, small_clip: Path) -> None:
     assert ready["status"] == "ready" and ready["checks"]["database"] == "ok"
     body = api.upload(small_clip).json()
     api.wait_task(body["job_id"])
-    metrics = api.client.get("/metrics").text
+    assert api.client.get("/metrics").status_code == 401  # a token, unless metrics_public
+    metrics = api.get("/metrics", "worker").text
     assert 'vidfarm_jobs{status="completed",type="encode"} 1.0' in metrics
 
 

@@ -144,6 +144,8 @@ class FakeManager:
             answer = {"task_id": task_id, "status": task["status"]}
             if "progress" in task:
                 answer["progress"] = task["progress"]
+            if "error_message" in task:
+                answer["error_message"] = task["error_message"]
             return JSONResponse(answer)
 
         @app.get("/task/result/{task_id}")
@@ -188,8 +190,11 @@ class FakeManager:
         if self.mode == "hold":
             return
         if self.mode == "fail":
+            # The error before the status: a status check in between (the reconciler asks
+            # running tasks) must read it too, as Esup-Runner's /task/status gives it.
+            task["error_message"] = "Invalid data found when processing input"
             task["status"] = "failed"
-            self._notify(task_id, "failed", "Invalid data found when processing input")
+            self._notify(task_id, "failed", task["error_message"])
             return
         folder = self.workdir / task_id
         folder.mkdir(parents=True)
@@ -591,6 +596,15 @@ def test_webhook_semantics(
     assert bad.status_code == 400
     assert httpx.post(hook, json={"status": "completed"}, headers=bearer).status_code == 400
     json_headers = {**bearer, "Content-Type": "application/json"}
+    # Nested past the parser's recursion limit, or deep enough to exhaust a later dump: 400.
+    for deep in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"task_id": "%s", "status": "completed", "script_output": %s}'
+        % (task_id.encode(), b"[" * 900 + b"]" * 900),
+    ):
+        nested = httpx.post(hook, content=deep, headers=json_headers)
+        assert nested.status_code == 400, nested.text
+        assert nested.json() == {"detail": "the body nests deeper than 32 levels"}
     huge = b'{"task_id": "' + b"x" * (2 << 20) + b'"}'
     assert httpx.post(hook, content=huge, headers=json_headers).status_code == 413
 

@@ -170,19 +170,19 @@ class Runner:
     def execute(self, body: dict[str, Any], token: str = TOKEN_A) -> httpx.Response:
         return self.call("POST", "/task/execute", token, json=body)
 
-    def status(self, task_id: str) -> dict[str, Any]:
-        response = self.call("GET", f"/task/status/{task_id}")
+    def status(self, task_id: str, token: str = TOKEN_A) -> dict[str, Any]:
+        response = self.call("GET", f"/task/status/{task_id}", token)
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def wait_ended(self, task_id: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_ended(self, task_id: str, timeout: float = 60, token: str = TOKEN_A) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.status(task_id)
+            status = self.status(task_id, token)
             if status["status"] not in ("pending", "running"):
                 return status
             time.sleep(0.1)
-        raise AssertionError(f"task {task_id} did not end: {self.status(task_id)}")
+        raise AssertionError(f"task {task_id} did not end: {self.status(task_id, token)}")
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +338,43 @@ def test_tokens_and_bad_requests(runner: Runner, world: World, clip: str) -> Non
     assert runner.call("POST", "/task/stop/" + "f" * 32).status_code == 404
 
 
+def test_a_task_answers_only_the_token_that_created_it(
+    runner: Runner, world: World, clip: str
+) -> None:
+    body = pod_body(world, f"files/{clip}", "tenant-a")
+    task_id = runner.execute(body).json()["task_id"]
+    runner.wait_ended(task_id)
+    for method, path in (
+        ("GET", f"/task/status/{task_id}"),
+        ("GET", f"/task/result/{task_id}"),
+        ("GET", f"/task/result/{task_id}/file/manifest.json"),
+        ("POST", f"/task/stop/{task_id}"),
+    ):
+        other = runner.call(method, path, token=TOKEN_B)
+        assert other.status_code == 404, (path, other.text)
+        assert other.json() == {"detail": f"no task {task_id}"}
+    assert runner.call("GET", f"/task/result/{task_id}").status_code == 200
+    listed_b = [
+        t["task_id"] for t in runner.call("GET", "/task/list", token=TOKEN_B).json()["tasks"]
+    ]
+    listed_a = [t["task_id"] for t in runner.call("GET", "/task/list").json()["tasks"]]
+    assert task_id in listed_a and task_id not in listed_b
+
+
+def test_deduplication_never_crosses_tenants(runner: Runner, world: World, clip: str) -> None:
+    body = pod_body(world, f"trickle/{clip}", "same-request")
+    first = runner.execute(body).json()["task_id"]
+    again = runner.execute(body).json()["task_id"]
+    assert again == first  # the same tenant's identical request: the task in flight
+    runner.call("POST", f"/task/stop/{first}")
+    body_b = pod_body(world, f"trickle/{clip}", "same-request-b")
+    mine = runner.execute(body_b).json()["task_id"]
+    theirs = runner.execute(body_b, token=TOKEN_B)
+    # The one slot is taken by A's task: B is told so, and never handed A's task.
+    assert theirs.status_code == 503, theirs.text
+    runner.call("POST", f"/task/stop/{mine}")
+
+
 def test_stop_a_running_task(runner: Runner, world: World, clip: str) -> None:
     task_id = runner.execute(pod_body(world, f"trickle/{clip}", "stopped")).json()["task_id"]
     time.sleep(0.3)
@@ -358,7 +395,7 @@ def test_notification_retried_after_500_sent_with_the_tasks_token(
     notified = world.notification(task_id)
     assert notified["authorization"] == f"Bearer {TOKEN_B}"
     assert world.hits["flaky-1"] == 2
-    status = runner.wait_ended(task_id)
+    status = runner.wait_ended(task_id, token=TOKEN_B)
     assert status["status"] == "completed"
     assert status["notify"]["state"] == "sent" and status["notify"]["attempts"] == 2
 

@@ -14,6 +14,7 @@ from vidfarm.errors import InvalidParameters, JobCancelled, TooLarge, VidfarmErr
 from vidfarm.runner_service.fetch import SourceRefused, SourceUnavailable, download
 
 PAYLOAD = b"x" * 100_000
+SECRET = "s3cr3t-in-the-link"
 
 
 class Source(BaseHTTPRequestHandler):
@@ -28,6 +29,8 @@ class Source(BaseHTTPRequestHandler):
             self._redirect("http://169.254.169.254/latest/meta-data/")
         elif path.startswith("/redirect-to-file"):
             self._redirect("file:///etc/passwd")
+        elif path.startswith("/redirect-to-secret"):
+            self._redirect(f"ftp://user:{SECRET}@files.example.org/{SECRET}.mp4?sig={SECRET}")
         elif path.startswith("/redirect-ok"):
             self._redirect("/files/lecture%20one.mp4")
         elif path.startswith("/loop"):
@@ -103,6 +106,21 @@ def test_failures_leave_nothing(
         fetch(f"{server}{path}", tmp_path / "source")
     assert message in str(raised.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_error_message_quotes_a_source_url(server: str, tmp_path: Path) -> None:
+    """Source URLs are often signed links: an error names the scheme, never the URL."""
+    with pytest.raises(InvalidParameters) as raised:
+        fetch(f"{server}/redirect-to-secret", tmp_path / "source")
+    assert str(raised.value) == "source_url: only http and https URLs are allowed, not 'ftp'"
+    for url in (
+        f"ftp://{SECRET}@x/{SECRET}",
+        f"{SECRET}:/{SECRET}",
+        f"http://127.0.0.1:9/{SECRET}",
+    ):
+        with pytest.raises(VidfarmError) as raised:
+            fetch(url, tmp_path / "source")
+        assert SECRET not in str(raised.value)
 
 
 def test_declared_size_over_the_limit_is_refused_before_reading(

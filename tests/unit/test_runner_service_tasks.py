@@ -169,7 +169,7 @@ def test_submit_deduplicates_and_respects_capacity(
         )
         assert created and first.status == "running" and first.job_id is None
         again, created = tasks.submit(
-            session, settings, request(), token_sha256="b" * 64, capacity=2
+            session, settings, request(), token_sha256="a" * 64, capacity=2
         )
         assert (again.id, created) == (first.id, False)
         other = request(source_url="http://127.0.0.1:8123/b.mp4")
@@ -183,6 +183,11 @@ def test_submit_deduplicates_and_respects_capacity(
         stored = tasks.get_task(session, first.id)
         assert stored.request["job"]["type"] == "encode"
         assert "token" not in json.dumps(stored.request)
+        # Another client's identical request is never handed this client's task.
+        theirs, created = tasks.submit(
+            session, settings, request(), token_sha256="b" * 64, capacity=3
+        )
+        assert created and theirs.id != first.id
         # Once finished, the same request is a new task.
         tasks.finish(session, first.id, tasks.COMPLETED)
         fresh, created = tasks.submit(

@@ -416,8 +416,10 @@ def test_api_queues_a_transcription_job(small_clip: Path, tmp_path: Path) -> Non
     runtime = open_runtime(settings_for(tmp_path, auto_encode=False))
     try:
         with runtime.sessions() as session:
-            token, _ = create_token(session, role=Role.USER, name="test")
-            video, _ = add_video(session, runtime.storage, small_clip, filename="clip.mp4")
+            token, row = create_token(session, role=Role.USER, name="test")
+            video, _ = add_video(
+                session, runtime.storage, small_clip, filename="clip.mp4", owner=row.id
+            )
             video_id = video.id
         app = create_app(runtime)
         if not any(getattr(r, "path", "").endswith("/transcribe") for r in app.routes):

@@ -36,6 +36,12 @@ from vidfarm.urlguard import address_problem, check_url, guarded_client, is_forb
         ("240.0.0.1", True, "a reserved address"),
         ("::ffff:127.0.0.1", False, "a loopback address"),  # IPv4-mapped IPv6
         ("::ffff:169.254.169.254", True, "a cloud metadata address"),
+        # 6to4 (2002::/16) and Teredo (2001::/32) carry an IPv4 address: judged by it.
+        ("2002:7f00:1::1", False, "a 6to4 address embedding a loopback address"),
+        ("2002:a00:1::1", False, "a 6to4 address embedding a private address"),
+        ("2002:a9fe:a9fe::1", True, "a 6to4 address embedding a cloud metadata address"),
+        ("2002:5db8:d822::1", False, None),  # 6to4 of a public address
+        ("2001:0:808:808::f5ff:fffe", False, "a Teredo address embedding a private address"),
     ],
 )
 def test_address_rules(address: str, private_ok: bool, problem: str | None) -> None:

@@ -8,10 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vidfarm import __version__
+from vidfarm.api import openapi, redact
+from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
+    embed,
     health,
     jobs,
+    media,
     runner_webhook,
     runners,
     seed,
@@ -21,12 +25,15 @@ from vidfarm.api.routes import (
     workers,
     xapi,
 )
+from vidfarm.api.signing import MediaSigner, load_key
 from vidfarm.api.uploads import NotMultipart, UploadInterrupted
 from vidfarm.api.web import router as web
 from vidfarm.runtime import Runtime
 
 
 def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
+    redact.install()  # before the first request: no token or signature in any log line
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if run_farm:
@@ -43,9 +50,14 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    settings = runtime.settings
+    key = load_key(settings.media_signing_key.get_secret_value(), settings.data_dir)
+    app.state.media_signer = MediaSigner(key)
     for router in (
         health.router,
         seed.router,
+        media.router,  # before videos: /api/v1/videos/{id}/playback
+        embed.router,
         videos.router,
         transcribe.router,
         jobs.router,
@@ -59,4 +71,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         app.include_router(router)
 
     install_error_handlers(app, {NotMultipart: 415, UploadInterrupted: 400})
+    openapi.install(app)
+    if settings.cors_origins:
+        app.add_middleware(SplitCORS, origins=settings.cors_origins)
     return app

@@ -2,9 +2,9 @@
 
 Routes declare what they need with an alias: ``AdminAuth``, ``UserAuth`` (upload, submit),
 ``WorkerAuth`` (worker reports), ``AnyAuth``, ``MediaAuth`` (published media). A token comes
-from ``Authorization: Bearer <token>`` or ``X-API-Token: <token>``; for media only, also from
-a ``token`` query parameter, because a plain ``<video src>`` cannot send headers (such URLs
-end up in access logs and browser history: prefer headers everywhere else).
+from ``Authorization: Bearer <token>`` or ``X-API-Token: <token>``. For /videos/stream only,
+a legacy ``?token=`` is still accepted, and answered with a redirect to a signed URL
+(`vidfarm.api.signing`): players should use the signed URLs of ``/playback`` instead.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ HeaderToken = Annotated[str | None, Depends(_header)]
 QueryToken = Annotated[str | None, Depends(_query)]
 
 
-def _unauthorized(detail: str) -> HTTPException:
+def unauthorized(detail: str) -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
         detail=detail,
@@ -86,11 +86,11 @@ def presented_token(*candidates: str | None) -> str | None:
 def authenticate(runtime: Runtime, plaintext: str | None) -> Principal:
     """Check a token in a short session of its own: the route's session stays untouched."""
     if plaintext is None:
-        raise _unauthorized(MISSING_DETAIL)
+        raise unauthorized(MISSING_DETAIL)
     with runtime.sessions() as session:
         token = verify_token(session, plaintext)
         if token is None:
-            raise _unauthorized(INVALID_DETAIL)
+            raise unauthorized(INVALID_DETAIL)
         return Principal(token_id=token.id, name=token.name, role=Role(token.role))
 
 
@@ -121,17 +121,32 @@ def worker_token(principal: AnyAuth) -> Principal:
     return _require(principal, Role.WORKER)
 
 
+@dataclass(frozen=True, slots=True)
+class MediaCaller:
+    """Who asks for a media file: ANONYMOUS when no token came, and whether it came in `?token=`."""
+
+    principal: Principal
+    from_query: bool = False
+
+
 def media_access(
     runtime: RuntimeDep, bearer: BearerCredentials, header: HeaderToken, query: QueryToken
-) -> Principal:
-    """Anyone when media is public (a token sent anyway is ignored), else any valid token."""
+) -> MediaCaller:
+    """A token is optional here (public media and public videos need none); a bad one is 401.
+
+    Whether the caller may read the file is decided by `access.check_media` once the path
+    names a video.
+    """
     if runtime.settings.public_media:
-        return ANONYMOUS
-    bearer_token = bearer.credentials if bearer else None
-    return authenticate(runtime, presented_token(bearer_token, header, query))
+        return MediaCaller(ANONYMOUS)
+    in_header = presented_token(bearer.credentials if bearer else None, header)
+    in_query = presented_token(query)
+    if in_header is None and in_query is None:
+        return MediaCaller(ANONYMOUS)
+    return MediaCaller(authenticate(runtime, in_header or in_query), from_query=not in_header)
 
 
 AdminAuth = Annotated[Principal, Depends(admin_token)]
 UserAuth = Annotated[Principal, Depends(user_token)]
 WorkerAuth = Annotated[Principal, Depends(worker_token)]
-MediaAuth = Annotated[Principal, Depends(media_access)]
+MediaAuth = Annotated[MediaCaller, Depends(media_access)]

@@ -20,7 +20,10 @@ from vidfarm.storage.base import content_disposition, content_type_for
 from vidfarm.transcribe.job import SUBTITLE_PLAYLIST
 from vidfarm.videos import find_video, latest_completed, outputs_of
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_PART = re.compile(rf"^{_NAME}$")
+#: What a media path may be, for the OpenAPI schema: one to three plain names.
+PATH_PATTERN = rf"^{_NAME}(/{_NAME}){{0,2}}$"
 _ALIAS = re.compile(r"^(?P<video>[0-9a-f]{32})_transcoded\.(?P<ext>m3u8|mp4|mpd)$")
 _ALIAS_FORMAT = {"m3u8": "hls", "mp4": "mp4", "mpd": "dash"}
 

@@ -56,6 +56,7 @@ class _FilePart:
         self._header_field = b""
         self._header_value = b""
         self._writing = False
+        self.ended = False  # the closing boundary arrived: the body is whole
 
     def on_part_begin(self) -> None:
         self._headers, self._writing = {}, False
@@ -88,6 +89,9 @@ class _FilePart:
     def on_part_end(self) -> None:
         self._writing = False
 
+    def on_end(self) -> None:
+        self.ended = True
+
 
 async def receive_upload(
     request: Request, *, field: str, folder: Path, max_bytes: int
@@ -110,6 +114,7 @@ async def receive_upload(
             "on_headers_finished",
             "on_part_data",
             "on_part_end",
+            "on_end",
         )
     }
     parser = MultipartParser(options[b"boundary"], callbacks)  # type: ignore[arg-type]
@@ -125,6 +130,8 @@ async def receive_upload(
             raise InvalidParameters(f"malformed multipart body ({error})") from None
         if part.filename is None:
             raise InvalidParameters(f"the form has no '{field}' file field")
+        if not part.ended:  # a body cut short: its file part is a prefix of the file sent
+            raise UploadInterrupted("the multipart body ends before its closing boundary")
     except BaseException:
         target.unlink(missing_ok=True)
         os.close(lock)

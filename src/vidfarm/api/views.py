@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vidfarm import jobs
-from vidfarm.models import Job, Output, Video
+from vidfarm.models import Job, JobStatus, JobType, Output, Video
+from vidfarm.videos import latest_completed, outputs_of
 
 
 def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, Any]:
@@ -64,6 +65,22 @@ def output_view(video_id: str, output: Output) -> dict[str, Any]:
     }
 
 
+def playable_outputs(session: Session, video: Video) -> list[Output]:
+    """The outputs of the newest completed encode, plus the newest transcription per language."""
+    encode = latest_completed(session, video.id)
+    outputs = outputs_of(session, encode) if encode else []
+    transcriptions = jobs.list_jobs(
+        session,
+        status=JobStatus.COMPLETED.value,
+        video_id=video.id,
+        job_type=JobType.TRANSCRIPTION.value,
+    )
+    for language in sorted({str(t.params.get("language")) for t in transcriptions}):
+        newest = next(t for t in transcriptions if str(t.params.get("language")) == language)
+        outputs += outputs_of(session, newest)
+    return outputs
+
+
 def video_view(video: Video) -> dict[str, Any]:
     return {
         "id": video.id,
@@ -71,6 +88,7 @@ def video_view(video: Video) -> dict[str, Any]:
         "size": video.size,
         "duration": video.duration,
         "language": video.language,
+        "visibility": video.visibility,
         "created_at": _iso(video.created_at),
         "source_url": f"/videos/stream/{video.source_key.rsplit('/', 1)[-1]}",
     }

@@ -18,10 +18,12 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from vidfarm import __version__
+from vidfarm.api import redact
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.runner_service import results, status_page, tasks, tokens
 from vidfarm.runner_service.service import RunnerService
 from vidfarm.storage.base import content_type_for
+from vidfarm.urlguard import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ TokenDep = Annotated[str, Depends(client_token)]
 
 def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastAPI:
     runtime = service.runtime
+    redact.install()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,34 +99,40 @@ def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastA
             session, service.settings, body, token_sha256=token, capacity=service.capacity
         )
         if created:
-            log.info("task %s accepted: %s of %s", task.id, task.task_type, task.source_url)
+            # The source URL often carries a secret (a signed link): log its origin only.
+            log.info(
+                "task %s accepted: %s of %s", task.id, task.task_type, redact_url(task.source_url)
+            )
             service.wake()
         return {"task_id": task.id, "status": tasks.RUNNING}
 
     @app.get("/task/status/{task_id}")
-    def task_status(task_id: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-        return tasks.view(session, tasks.get_task(session, task_id))
+    def task_status(task_id: str, session: SessionDep, token: TokenDep) -> dict[str, Any]:
+        return tasks.view(session, tasks.get_task(session, task_id, token_sha256=token))
 
     @app.get("/task/list")
     def task_list(
-        session: SessionDep, _: TokenDep, status: str | None = None, limit: int = 200
+        session: SessionDep, token: TokenDep, status: str | None = None, limit: int = 200
     ) -> dict[str, Any]:
-        found = tasks.list_tasks(session, status=status, limit=max(1, min(limit, 1000)))
+        """The caller's own tasks (each client token sees only what it submitted)."""
+        found = tasks.list_tasks(
+            session, status=status, limit=max(1, min(limit, 1000)), token_sha256=token
+        )
         return {"tasks": [tasks.view(session, task) for task in found]}
 
     @app.get("/task/result/{task_id}")
     def task_result(
-        task_id: str, service: ServiceDep, session: SessionDep, _: TokenDep
+        task_id: str, service: ServiceDep, session: SessionDep, token: TokenDep
     ) -> dict[str, Any]:
-        task = tasks.get_task(session, task_id)
+        task = tasks.get_task(session, task_id, token_sha256=token)
         files = results.result_files(session, service.runtime.storage, task)
         return {"task_id": task.id, "files": [item.manifest_entry() for item in files]}
 
     @app.get("/task/result/{task_id}/file/{path:path}")
     def task_file(
-        task_id: str, path: str, service: ServiceDep, session: SessionDep, _: TokenDep
+        task_id: str, path: str, service: ServiceDep, session: SessionDep, token: TokenDep
     ) -> Response:
-        task = tasks.get_task(session, task_id)
+        task = tasks.get_task(session, task_id, token_sha256=token)
         item = results.find_file(results.result_files(session, service.runtime.storage, task), path)
         headers = {"X-Checksum-SHA256": item.sha256}
         media_type = content_type_for(item.path)
@@ -142,10 +151,11 @@ def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastA
 
     @app.post("/task/stop/{task_id}", status_code=202)
     def task_stop(
-        task_id: str, service: ServiceDep, session: SessionDep, _: TokenDep
+        task_id: str, service: ServiceDep, session: SessionDep, token: TokenDep
     ) -> dict[str, str]:
+        tasks.get_task(session, task_id, token_sha256=token)  # another client's: 404
         service.forget_download(task_id)
-        task = tasks.stop(session, task_id)
+        task = tasks.stop(session, task_id, token_sha256=token)
         service.notifier.wake()
         return {"task_id": task.id, "status": task.status}
 

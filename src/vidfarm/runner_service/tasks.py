@@ -14,6 +14,7 @@ outcome to the task exactly once (a conditional update) and queues the notificat
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime
@@ -206,7 +207,12 @@ def submit(
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
         same = session.scalars(
             select(RunnerTask)
-            .where(RunnerTask.fingerprint == digest, RunnerTask.status.in_(ACTIVE))
+            .where(
+                RunnerTask.fingerprint == digest,
+                RunnerTask.status.in_(ACTIVE),
+                # one tenant's identical request never hands it another tenant's task
+                RunnerTask.token_sha256 == token_sha256,
+            )
             .limit(1)
         ).first()
         if same is not None:
@@ -236,9 +242,16 @@ def submit(
     return task, True
 
 
-def get_task(session: Session, task_id: str) -> RunnerTask:
+def get_task(session: Session, task_id: str, *, token_sha256: str | None = None) -> RunnerTask:
+    """The task; with `token_sha256`, only if that client token created it (else NotFound).
+
+    The digests are compared in constant time; another client's task answers like none.
+    """
     task = session.get(RunnerTask, task_id, populate_existing=True) if _ID.match(task_id) else None
-    if task is None:
+    if task is None or (
+        token_sha256 is not None
+        and not hmac.compare_digest(task.token_sha256.encode(), token_sha256.encode())
+    ):
         raise NotFound(f"no task {task_id}")
     return task
 
@@ -321,9 +334,9 @@ def sync_finished(session: Session) -> list[str]:
     return finished
 
 
-def stop(session: Session, task_id: str) -> RunnerTask:
+def stop(session: Session, task_id: str, *, token_sha256: str | None = None) -> RunnerTask:
     """Stop a task: its job is cancelled (the worker stops at its next report), task failed."""
-    task = get_task(session, task_id)
+    task = get_task(session, task_id, token_sha256=token_sha256)
     if task.status not in ACTIVE:
         raise InvalidTransition(f"task {task_id} has already ended ({task.status})")
     job_id = task.job_id
@@ -371,9 +384,15 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def list_tasks(
-    session: Session, *, status: str | None = None, limit: int = 200
+    session: Session,
+    *,
+    status: str | None = None,
+    limit: int = 200,
+    token_sha256: str | None = None,
 ) -> list[RunnerTask]:
     stmt = select(RunnerTask).order_by(RunnerTask.created_at.desc()).limit(limit)
+    if token_sha256 is not None:
+        stmt = stmt.where(RunnerTask.token_sha256 == token_sha256)
     if status is not None:
         if status not in STATUSES:
             raise InvalidParameters(f"status: unknown {status!r} (one of: {', '.join(STATUSES)})")

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from vidfarm.api.deps import RuntimeDep
+from vidfarm.api.deps import (
+    BearerCredentials,
+    HeaderToken,
+    RuntimeDep,
+    authenticate,
+    presented_token,
+)
 from vidfarm.errors import VidfarmError
 from vidfarm.metrics import render_metrics
 from vidfarm.runtime import Runtime
@@ -74,8 +80,13 @@ def _broker(runtime: Runtime) -> tuple[str, list[str]] | None:
     return None
 
 
-@router.get("/metrics", response_class=Response)
-def metrics(runtime: RuntimeDep) -> Response:
-    """Prometheus exposition, computed from SQL (the truth) at scrape time."""
+@router.get("/metrics", response_class=Response, responses={401: {}})
+def metrics(runtime: RuntimeDep, bearer: BearerCredentials, header: HeaderToken) -> Response:
+    """Prometheus exposition, computed from SQL (the truth) at scrape time.
+
+    Any valid token may scrape it; VIDFARM_METRICS_PUBLIC=true opens it to all.
+    """
+    if not runtime.settings.metrics_public:
+        authenticate(runtime, presented_token(bearer.credentials if bearer else None, header))
     payload, content_type = render_metrics(runtime.sessions)
     return Response(content=payload, media_type=content_type)

@@ -11,42 +11,43 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from vidfarm import jobs
-from vidfarm.api.deps import AdminAuth, AnyAuth, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api import access
+from vidfarm.api.deps import AdminAuth, Principal, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view
-from vidfarm.errors import InvalidParameters
 from vidfarm.models import JobStatus
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
-STATUSES = [s.value for s in JobStatus]
 HEARTBEAT_SECONDS = 15.0
 
 
 @router.get("")
 def list_jobs(
     session: SessionDep,
-    _: AnyAuth,
-    status: Annotated[list[str] | None, Query(description=f"Any of {', '.join(STATUSES)}")] = None,
+    principal: UserAuth,
+    status: Annotated[list[JobStatus] | None, Query(description="Any of these states.")] = None,
     type: Annotated[str | None, Query()] = None,
     video_id: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     """Jobs, newest first, filtered by state, type or video."""
-    if status and (unknown := sorted(set(status) - set(STATUSES))):
-        raise InvalidParameters(
-            f"unknown status {', '.join(unknown)} (allowed: {', '.join(STATUSES)})"
-        )
-    found = jobs.list_jobs(
-        session, status=status or None, job_type=type, video_id=video_id, limit=limit, offset=offset
+    found = access.list_jobs(
+        session,
+        principal,
+        status=[s.value for s in status] if status else None,
+        job_type=type,
+        video_id=video_id,
+        limit=limit,
+        offset=offset,
     )
     return {"items": [job_view(session, j) for j in found], "limit": limit, "offset": offset}
 
 
-@router.get("/events")
+@router.get("/events", responses={404: {}})
 async def events(
     request: Request,
     runtime: RuntimeDep,
-    _: AnyAuth,
+    principal: UserAuth,
     job_id: Annotated[list[str] | None, Query(description="Jobs to follow; all if none")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: one `job` event each time a job's state or progress changes.
@@ -57,14 +58,14 @@ async def events(
     if job_id:
         with runtime.sessions() as session:
             for one in job_id:
-                jobs.get_job(session, one)  # unknown ids are a 404 before the stream starts
+                access.own_job(session, principal, one)  # unknown: a 404 before the stream
 
     async def stream() -> AsyncIterator[str]:
         seen: dict[str, tuple[str, float, str | None]] = {}
         quiet = 0.0
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():
-            changed, all_final = await asyncio.to_thread(_changes, runtime, job_id, seen)
+            changed, all_final = await asyncio.to_thread(_changes, runtime, principal, job_id, seen)
             for view in changed:
                 yield f"event: job\nid: {view['id']}\ndata: {json.dumps(view)}\n\n"
             if job_id and all_final:
@@ -84,13 +85,16 @@ async def events(
 
 
 def _changes(
-    runtime: Any, job_ids: list[str] | None, seen: dict[str, tuple[str, float, str | None]]
+    runtime: Any,
+    principal: Principal,
+    job_ids: list[str] | None,
+    seen: dict[str, tuple[str, float, str | None]],
 ) -> tuple[list[dict[str, Any]], bool]:
     with runtime.sessions() as session:
         if job_ids:  # a job deleted meanwhile (with its video) simply drops out
-            found = jobs.list_jobs(session, job_ids=job_ids, limit=len(job_ids))
+            found = access.list_jobs(session, principal, job_ids=job_ids, limit=len(job_ids))
         else:
-            found = jobs.list_jobs(session, limit=200)
+            found = access.list_jobs(session, principal, limit=200)
         changed = []
         for job in found:
             key = (job.status, round(job.progress, 1), job.step)
@@ -101,14 +105,15 @@ def _changes(
 
 
 @router.get("/{job_id}", responses={404: {}})
-def get_job(job_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+def get_job(job_id: str, session: SessionDep, principal: UserAuth) -> dict[str, Any]:
     """One job: progress, step, attempts, error, log tail, rank and total waiting."""
-    return job_view(session, jobs.get_job(session, job_id), detail=True)
+    return job_view(session, access.own_job(session, principal, job_id), detail=True)
 
 
 @router.post("/{job_id}/cancel", responses={404: {}, 409: {}})
-def cancel_job(job_id: str, session: SessionDep, _: UserAuth) -> dict[str, Any]:
+def cancel_job(job_id: str, session: SessionDep, principal: UserAuth) -> dict[str, Any]:
     """Cancel a waiting or running job (a running worker stops at its next report)."""
+    access.own_job(session, principal, job_id)
     return job_view(session, jobs.cancel(session, job_id), detail=True)
 
 

@@ -41,6 +41,8 @@ router = APIRouter(tags=["runner managers"])
 MAX_BODY_BYTES = 1 << 20
 MAX_TASK_ID_CHARS = 128
 _ID = re.compile(r"^[0-9a-f]{32}$")
+_TASK_ID = re.compile(rf"^[\x20-\x7e]{{1,{MAX_TASK_ID_CHARS}}}$")  # UUIDs in Esup-Runner
+MAX_DEPTH = 32  # Esup-Runner's answers nest three or four levels
 _DUMMY_TOKEN = "vidfarm: no manager token"  # noqa: S105 - compared, never accepted
 
 
@@ -57,6 +59,41 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+#: Esup-Runner's notification, as the manager sends it (read by hand above: 415, 413, 400).
+NOTIFY_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["task_id", "status"],
+                "properties": {
+                    "task_id": {"type": "string", "pattern": _TASK_ID.pattern},
+                    "status": {"type": "string", "pattern": r"\S"},
+                    "script_output": {"type": "string"},
+                    "error_message": {"type": ["string", "null"]},
+                },
+            }
+        }
+    },
+}
+
+
+def _too_deep(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON data nests deeper than `limit`; iterative, so it cannot recurse too far."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False
+
+
 def _answer(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
@@ -65,6 +102,7 @@ def _answer(status: int, message: str) -> JSONResponse:
 @router.post(
     "/runner/notify_task_end/",
     responses={400: {}, 401: {}, 403: {}, 404: {}, 413: {}, 415: {}, 503: {}},
+    openapi_extra={"requestBody": NOTIFY_BODY},
 )
 @router.post("/runner/notify_task_end", include_in_schema=False)
 async def notify_task_end(request: Request, runtime: RuntimeDep) -> JSONResponse:
@@ -82,12 +120,16 @@ async def notify_task_end(request: Request, runtime: RuntimeDep) -> JSONResponse
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return _answer(400, "the body is not valid JSON")
+    except RecursionError:  # `[[[[...` a thousand deep: the parser gives up, we refuse
+        return _answer(400, f"the body nests deeper than {MAX_DEPTH} levels")
+    if _too_deep(data):  # what the parser took may still exhaust a later json.dumps
+        return _answer(400, f"the body nests deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         return _answer(400, "the body must be a JSON object")
     task_id = data.get("task_id")
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or not str(task_id):
         return _answer(400, "no task_id in the request")
-    if len(str(task_id)) > MAX_TASK_ID_CHARS or not str(task_id).isprintable():
+    if not _TASK_ID.match(str(task_id)):
         return _answer(400, "task_id is not a task id")
     status = data.get("status")
     if not isinstance(status, str) or not status.strip():

@@ -16,13 +16,22 @@ from vidfarm.dispatch.runners import registry as runner_registry
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 
 
+_URL = r"^https?://[A-Za-z0-9.\[\]:-]+"  # the schema's share; the address is checked on save
+_TOKEN = r"^[\x20-\x7e]+$"  # noqa: S105 - a pattern: printable ASCII, as a header needs
+_LOW, _HIGH = runner_registry.PRIORITY_RANGE
+
+
 class RunnerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=runner_registry.NAME_MAX_CHARS)
-    url: str = Field(min_length=1, max_length=4096, description="The manager's base URL.")
-    token: str = Field(min_length=1, max_length=runner_registry.TOKEN_MAX_CHARS)
-    priority: int = Field(default=0, description="Lower is tried first; equal ones take turns.")
+    url: str = Field(
+        min_length=1, max_length=4096, pattern=_URL, description="The manager's base URL."
+    )
+    token: str = Field(min_length=1, max_length=runner_registry.TOKEN_MAX_CHARS, pattern=_TOKEN)
+    priority: int = Field(
+        default=0, ge=_LOW, le=_HIGH, description="Lower is tried first; equal ones take turns."
+    )
     active: bool = True
 
 
@@ -30,9 +39,9 @@ class RunnerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=128)
-    url: str | None = Field(default=None, min_length=1, max_length=4096)
-    token: str | None = Field(default=None, min_length=1, max_length=4096)
-    priority: int | None = None
+    url: str | None = Field(default=None, min_length=1, max_length=4096, pattern=_URL)
+    token: str | None = Field(default=None, min_length=1, max_length=4096, pattern=_TOKEN)
+    priority: int | None = Field(default=None, ge=_LOW, le=_HIGH)
     active: bool | None = None
 
 

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from vidfarm import jobs
-from vidfarm.api.deps import AnyAuth, MediaAuth, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.media import resolve, serve
+from vidfarm.api import access
+from vidfarm.api.deps import MediaAuth, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.media import PATH_PATTERN
+from vidfarm.api.routes.media import MEDIA_METHODS, legacy_media
 from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.models import Job, JobStatus
 from vidfarm.runtime import Runtime
@@ -22,7 +24,6 @@ from vidfarm.transcribe.engines import resolve as resolve_engine
 from vidfarm.videos import (
     add_video,
     check_affiliation,
-    find_video,
     job_formats,
     stored_name,
     submit_encode,
@@ -96,7 +97,7 @@ class TranscodeResponse(BaseModel):
 async def upload(
     request: Request,
     runtime: RuntimeDep,
-    _: UserAuth,
+    principal: UserAuth,
     language: Annotated[
         str | None,
         Query(max_length=16, description="Spoken language: a transcription follows the encode."),
@@ -120,7 +121,7 @@ async def upload(
     try:
         # Probing and storing a large file takes seconds: keep the event loop free meanwhile.
         file_id, filename, job_id = await run_in_threadpool(
-            _ingest, runtime, received, language, affiliation
+            _ingest, runtime, received, language, affiliation, principal.token_id
         )
     finally:
         await run_in_threadpool(discard, received)  # unlinking 1 GiB takes a while too
@@ -132,7 +133,11 @@ async def upload(
 
 
 def _ingest(
-    runtime: Runtime, received: ReceivedUpload, language: str | None, affiliation: str | None
+    runtime: Runtime,
+    received: ReceivedUpload,
+    language: str | None,
+    affiliation: str | None,
+    owner: str | None,
 ) -> tuple[str, str, str | None]:
     """Probe, store and record an upload; queue its encode when auto-encode is on."""
     settings = runtime.settings
@@ -144,25 +149,31 @@ def _ingest(
             filename=received.filename,
             language=language,
             move=True,
+            owner=owner,
         )
         job_id = None
         if settings.auto_encode:
-            job_id = submit_encode(session, settings, video, affiliation=affiliation).id
+            job = submit_encode(session, settings, video, affiliation=affiliation, owner=owner)
+            job_id = job.id
         return video.id, stored_name(video.id, video.filename), job_id
 
 
 @router.post("/transcode/{file_id}", response_model=TranscodeResponse, responses={404: {}, 422: {}})
 def transcode(
-    file_id: str, body: TranscodeRequest, runtime: RuntimeDep, session: SessionDep, _: UserAuth
+    file_id: str,
+    body: TranscodeRequest,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: UserAuth,
 ) -> TranscodeResponse:
     """Queue an encode of one resolution (or the whole ladder) in one format."""
-    video = find_video(session, file_id)
+    video = access.own_video(session, principal, file_id)
     params: dict[str, Any] = {"formats": [body.format]}
     if body.resolution:
         params["resolution"] = body.resolution
     if body.profile:
         params["profile"] = body.profile
-    job = submit_encode(session, runtime.settings, video, params=params)
+    job = submit_encode(session, runtime.settings, video, params=params, owner=principal.token_id)
     runtime.dispatch([job.id])
     return TranscodeResponse(
         message="Transcoding started",
@@ -198,15 +209,17 @@ def task_view(job: Job, fmt: str | None = None) -> dict[str, Any]:
 
 
 @router.get("/task/{task_id}", responses={404: {}})
-def task(task_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+def task(task_id: str, session: SessionDep, principal: UserAuth) -> dict[str, Any]:
     """A task's state, Celery-style (PENDING/PROGRESS/SUCCESS/FAILURE) and in words."""
-    return task_view(jobs.get_job(session, task_id))
+    return task_view(access.own_job(session, principal, task_id))
 
 
 @router.get("/status/{file_id}", responses={404: {}})
-def status(file_id: str, session: SessionDep, _: AnyAuth, format: Format = "hls") -> dict[str, Any]:
+def status(
+    file_id: str, session: SessionDep, principal: UserAuth, format: Format = "hls"
+) -> dict[str, Any]:
     """Where a video stands for one format: not_started, processing, completed or failed."""
-    video = find_video(session, file_id)
+    video = access.own_video(session, principal, file_id)
     related = [j for j in jobs.list_jobs(session, video_id=video.id) if format in job_formats(j)]
     if not related:
         return {"file_id": video.id, "format": format, "status": "not_started"}
@@ -228,13 +241,29 @@ def status(file_id: str, session: SessionDep, _: AnyAuth, format: Format = "hls"
     }
 
 
-@router.get("/stream/{path:path}", responses={206: {}, 307: {}, 400: {}, 404: {}})
-def stream(path: str, runtime: RuntimeDep, session: SessionDep, _: MediaAuth) -> Response:
+@router.api_route(
+    "/stream/{path:path}", methods=MEDIA_METHODS, responses={206: {}, 307: {}, 400: {}, 404: {}}
+)
+def stream(
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: MediaAuth,
+) -> Response:
     """Play a file (HTTP Range supported; S3 media redirect to a presigned URL)."""
-    return serve(runtime.storage, resolve(session, path), base="/videos/stream", download=False)
+    return legacy_media(request, runtime, session, caller, path, download=False)
 
 
-@router.get("/download/{path:path}", responses={307: {}, 400: {}, 404: {}})
-def download(path: str, runtime: RuntimeDep, session: SessionDep, _: MediaAuth) -> Response:
+@router.api_route(
+    "/download/{path:path}", methods=MEDIA_METHODS, responses={307: {}, 400: {}, 404: {}}
+)
+def download(
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    caller: MediaAuth,
+) -> Response:
     """Download a file as an attachment."""
-    return serve(runtime.storage, resolve(session, path), base="/videos/download", download=True)
+    return legacy_media(request, runtime, session, caller, path, download=True)

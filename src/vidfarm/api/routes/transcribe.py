@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from vidfarm.api import access
 from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import job_view
 from vidfarm.errors import InvalidParameters
 from vidfarm.transcribe.job import submit_transcription
-from vidfarm.videos import find_video
+from vidfarm.videos import record_owner
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
 
@@ -39,15 +40,16 @@ def transcribe_video(
     body: TranscribeRequest,
     runtime: RuntimeDep,
     session: SessionDep,
-    _: UserAuth,
+    principal: UserAuth,
 ) -> dict[str, Any]:
     """Queue a transcription job: its WebVTT, SRT and words become outputs of the video."""
-    video = find_video(session, video_id)
+    video = access.own_video(session, principal, video_id)
     language = body.language or video.language
     if not language:
         raise InvalidParameters("no language given and the video has none")
     job = submit_transcription(
         session, runtime.settings, video, language=language, priority=body.priority
     )
+    record_owner(session, job, principal.token_id)
     runtime.dispatch([job.id])
     return job_view(session, job)

@@ -1,21 +1,22 @@
-"""/api/v1/videos: list, detail with probe and outputs, new encodes, delete."""
+"""/api/v1/videos: list, detail with probe and outputs, visibility, new encodes, delete."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
-from vidfarm import jobs
-from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.views import MAX_OFFSET, job_view, output_view, video_view
+from vidfarm.api import access
+from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
 from vidfarm.media.plan import FORMATS
-from vidfarm.models import JobStatus, JobType, Video
-from vidfarm.videos import delete_video, find_video, latest_completed, outputs_of, submit_encode
+from vidfarm.models import Video, Visibility
+from vidfarm.videos import delete_video, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
+MAX_SECONDS = 7 * 86400  # a week of media: anything longer is a typo
 
 
 class EncodeRequest(BaseModel):
@@ -23,26 +24,51 @@ class EncodeRequest(BaseModel):
 
     profile: str | None = None
     resolution: str | None = Field(default=None, pattern=r"^\d{1,5}:\d{1,5}$")
-    formats: list[str] | None = Field(default=None, description=f"Any of {', '.join(FORMATS)}.")
-    start: float | None = Field(default=None, ge=0)
-    end: float | None = Field(default=None, gt=0)
+    formats: list[str] | None = Field(
+        default=None, max_length=len(FORMATS), description=f"Any of {', '.join(FORMATS)}."
+    )
+    start: float | None = Field(default=None, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    end: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     priority: int = Field(default=0, ge=-100, le=100)
     affiliation: str | None = Field(
         default=None, max_length=32, description="Submitter class (staff, student...)."
+    )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        if isinstance(value, bool):  # JSON true is not a time
+            raise ValueError("must be a number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> EncodeRequest:
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class VideoUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    visibility: Visibility = Field(
+        description="private: owner and admins; unlisted: anyone with the embed URL or a signed "
+        "link; public: listed at /api/v1/public/videos, played without a token."
     )
 
 
 @router.get("")
 def list_videos(
     session: SessionDep,
-    _: AnyAuth,
+    principal: UserAuth,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
-    """Videos, newest first."""
-    total = session.scalar(select(func.count()).select_from(Video)) or 0
+    """Videos, newest first: a user token's own, every video for an admin."""
+    mine = access.videos_of(principal)
+    total = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
     rows = session.scalars(
-        select(Video).order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
+        mine.order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
     )
     return {
         "items": [video_view(v) for v in rows],
@@ -53,20 +79,10 @@ def list_videos(
 
 
 @router.get("/{video_id}", responses={404: {}})
-def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
+def get_video(video_id: str, session: SessionDep, principal: UserAuth) -> dict[str, Any]:
     """One video: probe, jobs, and every output of its newest completed encode with its URL."""
-    video = find_video(session, video_id)
-    encode = latest_completed(session, video.id)
-    outputs = [output_view(video.id, o) for o in outputs_of(session, encode)] if encode else []
-    transcriptions = jobs.list_jobs(
-        session,
-        status=JobStatus.COMPLETED.value,
-        video_id=video.id,
-        job_type=JobType.TRANSCRIPTION.value,
-    )
-    for language in {str(t.params.get("language")) for t in transcriptions}:
-        newest = next(t for t in transcriptions if str(t.params.get("language")) == language)
-        outputs += [output_view(video.id, o) for o in outputs_of(session, newest)]
+    video = access.own_video(session, principal, video_id)
+    outputs = [output_view(video.id, o) for o in playable_outputs(session, video)]
     return {
         **video_view(video),
         "probe": video.probe,
@@ -75,12 +91,27 @@ def get_video(video_id: str, session: SessionDep, _: AnyAuth) -> dict[str, Any]:
     }
 
 
+@router.patch("/{video_id}", responses={404: {}, 422: {}})
+def update_video(
+    video_id: str, body: VideoUpdate, session: SessionDep, principal: UserAuth
+) -> dict[str, Any]:
+    """Change who may play the video (its owner or an admin)."""
+    video = access.own_video(session, principal, video_id)
+    video.visibility = body.visibility.value
+    session.commit()
+    return video_view(video)
+
+
 @router.post("/{video_id}/encode", status_code=202, responses={404: {}, 422: {}})
 def encode_video(
-    video_id: str, body: EncodeRequest, runtime: RuntimeDep, session: SessionDep, _: UserAuth
+    video_id: str,
+    body: EncodeRequest,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    principal: UserAuth,
 ) -> dict[str, Any]:
     """Queue another encode of a stored video."""
-    video = find_video(session, video_id)
+    video = access.own_video(session, principal, video_id)
     params = body.model_dump(exclude={"priority", "affiliation"}, exclude_none=True)
     job = submit_encode(
         session,
@@ -89,13 +120,17 @@ def encode_video(
         params=params,
         priority=body.priority,
         affiliation=body.affiliation,
+        owner=principal.token_id,
     )
     runtime.dispatch([job.id])
     return job_view(session, job)
 
 
 @router.delete("/{video_id}", status_code=204, responses={404: {}})
-def remove_video(video_id: str, runtime: RuntimeDep, session: SessionDep, _: UserAuth) -> Response:
+def remove_video(
+    video_id: str, runtime: RuntimeDep, session: SessionDep, principal: UserAuth
+) -> Response:
     """Delete a video, its jobs and all its media."""
+    access.own_video(session, principal, video_id)
     delete_video(session, runtime.storage, video_id)
     return Response(status_code=204)

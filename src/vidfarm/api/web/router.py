@@ -27,28 +27,38 @@ MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-#: Scripts only from this server (no inline code); media and images may come from an object
-#: store's presigned URLs; hls.js runs its transmuxer in a blob: worker.
-CSP = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data: blob: http: https:",
-        "media-src 'self' blob: http: https:",
-        "connect-src 'self' http: https:",
-        "worker-src 'self' blob:",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
+
+
+def csp(frame_ancestors: str) -> str:
+    """Scripts only from this server (no inline code); media and images may come from an
+    object store's presigned URLs; hls.js runs its transmuxer in a blob: worker. Who may put
+    the page in a frame: nobody for the dashboard, a setting for /embed/ pages."""
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data: blob: http: https:",
+            "media-src 'self' blob: http: https:",
+            "connect-src 'self' http: https:",
+            "worker-src 'self' blob:",
+            f"frame-ancestors {frame_ancestors}",
+            "base-uri 'none'",
+            "form-action 'self'",
+        )
     )
-)
-HEADERS = {
-    "Cache-Control": "no-cache",  # revalidate (ETag) so an upgrade shows at once
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+
+
+def page_headers(frame_ancestors: str = "'none'") -> dict[str, str]:
+    return {
+        "Cache-Control": "no-cache",  # revalidate (ETag) so an upgrade shows at once
+        "Content-Security-Policy": csp(frame_ancestors),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
+
+HEADERS = page_headers()
 
 router = APIRouter(tags=["dashboard"])
 

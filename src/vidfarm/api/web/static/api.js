@@ -75,17 +75,19 @@ export const post = (path, body, options) => api("POST", path, body ?? {}, optio
 export const patch = (path, body, options) => api("PATCH", path, body, options);
 export const del = (path, options) => api("DELETE", path, undefined, options);
 
-/** A media URL a <video>, <track> or <a download> can use: they cannot send headers. */
-export function mediaUrl(path) {
-  if (session.me?.server?.public_media || !session.token) return path;
-  const url = new URL(path, location.href);
-  if (url.origin !== location.origin) return path; // presigned: never leak the token
-  url.searchParams.set("token", session.token);
-  return url.pathname + url.search;
+/**
+ * A media URL a <video>, <track> or <a download> can use. The dashboard gets signed URLs from
+ * /api/v1/videos/{id}/playback (the signature is in the path): the token never goes in a URL.
+ */
+export function mediaUrl(url) {
+  return url;
 }
 
-export function downloadUrl(streamPath) {
-  return mediaUrl(streamPath.replace(/^\/videos\/stream\//, "/videos/download/"));
+/** The same signed URL, served as an attachment. */
+export function downloadUrl(url) {
+  const parsed = new URL(url, location.href);
+  parsed.searchParams.set("download", "true");
+  return parsed.href;
 }
 
 /**

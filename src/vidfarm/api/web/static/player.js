@@ -1,8 +1,8 @@
-// The video page's player: HLS through hls.js (Authorization header on every request), MP4
+// The video page's player: HLS through hls.js (signed URLs: no token on any request), MP4
 // when hls.js is not installed or not supported, selectable subtitle tracks, thumbnails from
 // the overview sprite over the seek bar, and xAPI events when the server enables them.
 
-import { authHeaders, mediaUrl, session } from "./api.js";
+import { mediaUrl, session } from "./api.js";
 import { clear, formatDuration, h } from "./ui.js";
 import { trackXapi } from "./xapi-events.js";
 
@@ -22,8 +22,6 @@ export function loadHls() {
   }
   return hlsLoading;
 }
-
-const sameOrigin = (url) => new URL(url, location.href).origin === location.origin;
 
 /** "subtitle_en.vtt" / "subtitle_0_eng.vtt" -> "en" / "eng". */
 export function subtitleLanguage(path) {
@@ -49,14 +47,14 @@ export function parseSpriteVtt(text, base) {
     const xywh = /xywh=(\d+),(\d+),(\d+),(\d+)/.exec(fragment);
     if (!xywh) continue;
     const [x, y, w, hgt] = xywh.slice(1).map(Number);
-    cues.push({ start: from, end: to, url: new URL(file, base).pathname, x, y, w, h: hgt });
+    cues.push({ start: from, end: to, url: new URL(file, base).href, x, y, w, h: hgt });
   }
   return cues;
 }
 
 async function loadSprite(vttOutput) {
   if (!vttOutput) return [];
-  const response = await fetch(vttOutput.url, { headers: authHeaders() });
+  const response = await fetch(vttOutput.url);
   if (!response.ok) return [];
   return parseSpriteVtt(await response.text(), new URL(vttOutput.url, location.href).href);
 }
@@ -149,10 +147,6 @@ export function createPlayer(container, detail) {
   function playHls(Hls) {
     let recoveries = 0;
     const hls = new Hls({
-      // Every request to this server carries the token; presigned URLs elsewhere never do.
-      xhrSetup(xhr, url) {
-        if (sameOrigin(url)) for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
-      },
       // Subtitles come from <track> elements (same tracks in HLS and MP4 mode).
       enableWebVTT: false,
       enableIMSC1: false,
@@ -169,6 +163,8 @@ export function createPlayer(container, detail) {
       qualitySelect.onchange = () => {
         hls.nextLevel = Number(qualitySelect.value);
       };
+      // "hls" once hls.js knows the levels (the quality menu is filled), not before.
+      setMode("hls", null);
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
       const level = hls.levels[data.level];
@@ -189,7 +185,6 @@ export function createPlayer(container, detail) {
     });
     hls.loadSource(master.url);
     hls.attachMedia(video);
-    setMode("hls", null);
   }
 
   (async () => {

@@ -2,6 +2,7 @@
 
 import { downloadUrl, followJobs, get, mediaUrl, post } from "./api.js";
 import { createPlayer } from "./player.js";
+import { shareCard } from "./share.js";
 import {
   badge,
   clear,
@@ -101,7 +102,13 @@ export async function render(main, { parts }) {
 
   async function load() {
     try {
-      detail = await get(`/api/v1/videos/${encodeURIComponent(videoId)}`, { signal: controller.signal });
+      const path = `/api/v1/videos/${encodeURIComponent(videoId)}`;
+      detail = await get(path, { signal: controller.signal });
+      // Media come through signed URLs (no token in any URL): swap them in.
+      const playback = await get(`${path}/playback`, { signal: controller.signal });
+      detail.outputs = playback.outputs;
+      detail.source_url = playback.source;
+      detail.playback = playback;
     } catch (error) {
       if (error.name === "AbortError") return;
       clear(main, h("p", {}, h("a", { href: "#/videos" }, "← Videos")), notice("error", `Cannot open this video: ${describeError(error)}`));
@@ -129,6 +136,7 @@ export async function render(main, { parts }) {
         ),
         playerBox,
       ),
+      shareCard(detail, load),
       h("section", { class: "card" }, h("h2", {}, "Outputs"), outputsTable(detail)),
       h("section", { class: "card" }, h("h2", {}, "Jobs"), jobsTable(detail), actions(detail, load)),
     );
