@@ -259,9 +259,8 @@ def test_single_file_hls_plays_with_hls_js(page: Any, server: Server, subtitled_
     variants = [o for o in outputs if o["kind"] == "hls_variant"]
     assert sorted(o["path"] for o in variants) == ["144p.m3u8", "180p.m3u8"]
     for variant in variants:
-        playlist = httpx.get(
-            urljoin(server.base, variant["url"]), headers={"Authorization": f"Bearer {server.admin}"}
-        ).text
+        auth = {"Authorization": f"Bearer {server.admin}"}
+        playlist = httpx.get(urljoin(server.base + "/", variant["url"]), headers=auth).text
         uris = {line for line in playlist.splitlines() if line and not line.startswith("#")}
         assert uris == {variant["path"].replace(".m3u8", ".ts")}, playlist  # one file
         assert playlist.count("#EXT-X-BYTERANGE:") >= 5, playlist  # 12 s in 2 s ranges
