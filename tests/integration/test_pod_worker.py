@@ -360,6 +360,27 @@ def test_pods_studio_task_lays_the_recording_out_in_one_mp4(
     assert not list(folder.glob(".*"))  # no partial file left
 
 
+def test_a_file_that_is_not_a_video_is_reported_to_pod_as_pods_worker_does(
+    tmp_path: Path, broker: redis.Redis, pod: StandInPod
+) -> None:
+    """Not retried, not silent: info_video.json says why, and Pod is called back."""
+    owner = pod.media_root / "videos" / "owner"
+    broken = owner / "broken.mp4"
+    broken.write_bytes(b"this is not a video" * 100)
+    pod.in_progress.add(9)
+    stop = start_worker(tmp_path, pod, "encoding")
+    try:
+        pods_publisher("encoding_tasks", ENCODING, "encoding", BROKER).delay(9, str(broken), 0, 0)
+        imported = wait_until(lambda: pod.encodings.get(9), 60, "Pod's callback")
+    finally:
+        assert stop().returncode == 0
+    assert imported["files"] == {} and 9 not in pod.in_progress  # nothing to import, done
+    info = json.loads((owner / "0009" / "info_video.json").read_text())
+    assert info["error_encoding"] is True
+    assert "not a media file" in info["encoding_log"]["vidfarm"]["msg"]
+    assert len([c for c in pod.calls if "encoded_video" in c["path"]]) == 1  # not retried
+
+
 def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(
     tmp_path: Path, broker: redis.Redis, pod: StandInPod
 ) -> None:

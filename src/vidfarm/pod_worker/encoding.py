@@ -10,6 +10,7 @@ rather than mixing with it; Pod is then told with `store_remote_encoded_video`, 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -18,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from vidfarm.config import Settings
-from vidfarm.errors import ConfigError, InvalidParameters
+from vidfarm.errors import ConfigError, InvalidMedia, InvalidParameters
 from vidfarm.media.compose import Composition, Cut
 from vidfarm.media.encode import encode
 from vidfarm.media.pod_dressing import check_local_file, dressing_from_celery
 from vidfarm.media.profiles import load_profile
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.pod_worker.callbacks import PodApi
-from vidfarm.pod_worker.layout import apply_pod_names, info_video, publish_for_pod
+from vidfarm.pod_worker.layout import apply_pod_names, empty_info, info_video, publish_for_pod
 from vidfarm.pod_worker.settings import PodSettings
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,62 @@ def encode_for_pod(
     if pod.media_root is None:
         raise ConfigError("MEDIA_ROOT is not set: Pod's files cannot be found")
     started = time.ctime()
+    try:
+        return _encode(
+            pod, settings, api, video_id, video_path, (cut_start, cut_end),
+            (json_dressing, dressing_input), started,
+        )  # fmt: skip
+    except (InvalidMedia, InvalidParameters) as error:
+        # Bad input is Pod's answer to give: as Pod's own worker does, info_video.json says
+        # error_encoding with the reason, and Pod is called back so the video leaves
+        # "encoding in progress" (it imports nothing and tells its owner).
+        report_failure(api, video_id, video_path, (cut_start, cut_end), started, str(error))
+        raise
+
+
+def report_failure(
+    api: PodApi,
+    video_id: int,
+    video_path: str,
+    cut: tuple[int, int],
+    started: str,
+    reason: str,
+) -> None:
+    """An `info_video.json` with nothing to import and the reason, then Pod's callback."""
+    folder = Path(video_path).parent / f"{int(video_id):04d}"
+    if not folder.parent.is_dir():
+        return  # not even Pod's folder: nothing to write where Pod looks
+    folder.mkdir(exist_ok=True)
+    info = empty_info(int(video_id), video_path, folder, cut, started, reason)
+    partial = folder / ".info_video.json.part"
+    partial.write_text(json.dumps(info, indent=2), encoding="utf-8")
+    partial.rename(folder / "info_video.json")
+    body = {
+        "start": started,
+        "video_id": int(video_id),
+        "video_path": video_path,
+        "cut_start": cut[0],
+        "cut_end": cut[1],
+        "stop": time.ctime(),
+        "json_dressing": None,
+        "dressing_input": "",
+    }
+    api.post(CALLBACK, {"id": int(video_id)}, body)
+
+
+def _encode(
+    pod: PodSettings,
+    settings: Settings,
+    api: PodApi,
+    video_id: int,
+    video_path: str,
+    cuts: tuple[int, int],
+    dressing_args: tuple[dict[str, Any] | None, str],
+    started: str,
+) -> Path:
+    assert pod.media_root is not None
+    cut_start, cut_end = cuts
+    json_dressing, dressing_input = dressing_args
     roots = [pod.media_root]
     source = check_local_file(video_path, roots, "video_path")
     if cut_end and cut_end <= cut_start:

@@ -132,6 +132,34 @@ def info_video(
     }
 
 
+def empty_info(
+    video_id: int, video_path: str, folder: Path, cut: tuple[int, int], started: str, reason: str
+) -> dict[str, Any]:
+    """What Pod's worker leaves when an encode fails: every list empty, the reason logged."""
+    lists = ("mp4", "hls", "mp3", "m4a", "thumbnail", "overview", "subtitle")
+    return {
+        "id": video_id,
+        "video_file": video_path,
+        "duration": 0,
+        "list_video_track": {},
+        "list_audio_track": {},
+        "list_subtitle_track": {},
+        "list_image_track": {},
+        **{f"list_{kind}_files": {} for kind in lists},
+        "output_dir": str(folder),
+        "encoding_log": {
+            "vidfarm": {"command": "vidfarm single pass", "result": False, "msg": reason}
+        },
+        "start": started,
+        "stop": time.ctime(),
+        "error_encoding": True,
+        "cutting_start": cut[0],
+        "cutting_stop": cut[1],
+        "json_dressing": None,
+        "dressing_input": "",
+    }
+
+
 def publish_for_pod(staging: Path, target: Path, info: dict[str, Any]) -> None:
     """Rename into place; `info_video.json` is written last, as Pod polls for it."""
     (staging / MANIFEST_NAME).unlink(missing_ok=True)
