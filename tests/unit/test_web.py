@@ -53,6 +53,31 @@ def test_root_serves_the_dashboard_with_a_strict_policy(
     assert '<script type="module" src="/ui/static/app.js">' in page.text
 
 
+def test_the_api_docs_page_runs_only_its_pinned_files_and_its_own_inline_script(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Swagger UI comes from a CDN: the policy allows exactly those files and that script."""
+    import base64
+
+    from vidfarm.api.docs_page import SWAGGER_CSS, SWAGGER_JS
+
+    http, _ = client
+    page = http.get("/docs")
+    assert page.status_code == 200
+    header = page.headers["content-security-policy"]
+    policy = {name: value for name, _, value in (p.partition(" ") for p in header.split("; "))}
+    assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+    assert "unsafe-inline" not in header
+    assert f'src="{SWAGGER_JS}"' in page.text and f'href="{SWAGGER_CSS}"' in page.text
+    inline = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
+    assert inline  # Swagger UI's start-up script
+    for script in inline:
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in policy["script-src"]
+    assert policy["script-src"].split()[0] == SWAGGER_JS  # no other script source
+    assert policy["style-src"] == SWAGGER_CSS
+
+
 def test_every_module_the_pages_import_is_served(
     client: tuple[TestClient, dict[str, str]],
 ) -> None:

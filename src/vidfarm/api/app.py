@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vidfarm import __version__
-from vidfarm.api import openapi, redact
+from vidfarm.api import docs_page, openapi, redact
 from vidfarm.api.cors import SplitCORS
 from vidfarm.api.errors import install_error_handlers
 from vidfarm.api.routes import (
@@ -48,6 +48,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
         version=__version__,
         summary="Adaptive-streaming encodes, job control and media delivery.",
         lifespan=lifespan,
+        docs_url=None,  # docs_page.py serves it under a Content-Security-Policy
     )
     app.state.runtime = runtime
     settings = runtime.settings
@@ -72,6 +73,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
 
     install_error_handlers(app, {NotMultipart: 415, UploadInterrupted: 400})
     openapi.install(app)
+    docs_page.install(app)
     if settings.cors_origins:
         app.add_middleware(SplitCORS, origins=settings.cors_origins)
     return app
