@@ -132,3 +132,32 @@ def speech_clip(espeak: str, media_dir: Path) -> Path:
             "-c:a", "flac", "-shortest", str(target),
         )  # fmt: skip
     return target
+
+
+#: Esup-Pod's ladder (360p and 720p HLS + MP4, 1080p HLS only) at the cheapest preset, for
+#: tests that check Pod's files and players, not x264.
+POD_LADDER_PROFILE = """\
+preset = "ultrafast"
+keyframe_interval = 2
+segment_duration = 2
+[[renditions]]
+height = 360
+min_video_bitrate = "500k"
+video_bitrate = "750k"
+max_video_bitrate = "1000k"
+audio_bitrate = "96k"
+mp4 = true
+[[renditions]]
+height = 720
+min_video_bitrate = "1000k"
+video_bitrate = "2000k"
+max_video_bitrate = "3000k"
+audio_bitrate = "128k"
+mp4 = true
+[[renditions]]
+height = 1080
+min_video_bitrate = "2000k"
+video_bitrate = "3000k"
+max_video_bitrate = "4500k"
+audio_bitrate = "192k"
+"""

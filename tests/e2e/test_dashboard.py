@@ -31,7 +31,7 @@ from farm_browser import (
     wait_until,
 )
 
-from fixtures_media import run_ffmpeg_cli, video_args
+from fixtures_media import POD_LADDER_PROFILE, run_ffmpeg_cli, video_args
 
 
 @pytest.fixture(scope="module")
@@ -140,33 +140,6 @@ def test_video_page_plays_hls_with_subtitles_and_sprite_thumbnails(
     assert answer.status_code == 200 and "attachment" in answer.headers["content-disposition"]
 
 
-LADDER_1080 = """\
-preset = "ultrafast"
-keyframe_interval = 2
-segment_duration = 2
-[[renditions]]
-height = 360
-min_video_bitrate = "500k"
-video_bitrate = "750k"
-max_video_bitrate = "1000k"
-audio_bitrate = "96k"
-mp4 = true
-[[renditions]]
-height = 720
-min_video_bitrate = "1000k"
-video_bitrate = "2000k"
-max_video_bitrate = "3000k"
-audio_bitrate = "128k"
-mp4 = true
-[[renditions]]
-height = 1080
-min_video_bitrate = "2000k"
-video_bitrate = "3000k"
-max_video_bitrate = "4500k"
-audio_bitrate = "192k"
-"""
-
-
 @pytest.fixture(scope="module")
 def clip_1080p(media_dir: Path) -> Path:
     """14 s of 1920x1080 with sound: the height lecture platforms live at."""
@@ -183,7 +156,7 @@ def test_quality_switches_up_to_1080p_and_back_while_playing_without_a_stall(
     cuts at the same instants, so hls.js switches between them mid-play with no rebuffering
     (the 1080p variant, the only one muxed without the tee, once started 1.4 s late)."""
     require_hls_js()
-    (server.data_dir / "profiles" / "ladder1080.toml").write_text(LADDER_1080)
+    (server.data_dir / "profiles" / "ladder1080.toml").write_text(POD_LADDER_PROFILE)
     with clip_1080p.open("rb") as handle:
         video_id = server.api("POST", "/videos/upload", files={"file": handle})["file_id"]
     job = server.api("POST", f"/api/v1/videos/{video_id}/encode", json={"profile": "ladder1080"})

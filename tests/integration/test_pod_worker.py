@@ -26,7 +26,7 @@ import pytest
 import redis
 from celery import Celery
 
-from fixtures_media import run_ffmpeg_cli, video_args
+from fixtures_media import POD_LADDER_PROFILE, run_ffmpeg_cli, video_args
 from fixtures_ralph import RALPH_PASSWORD, RALPH_USER
 from readback import read_video
 from services import require_service
@@ -40,32 +40,6 @@ TRANSCRIPTION = "pod.video_encode_transcript.transcripting_tasks.start_transcrip
 XAPI = "pod.xapi.xapi_tasks.send_xapi_statement_task"
 ENCODING = "pod.video_encode_transcript.encoding_tasks.start_encoding_task"
 STUDIO = "pod.video_encode_transcript.encoding_tasks.start_studio_task"
-#: Pod's ladder at the cheapest preset: these tests check Pod's files, not x264.
-POD_LADDER = """\
-preset = "ultrafast"
-keyframe_interval = 2
-segment_duration = 2
-[[renditions]]
-height = 360
-min_video_bitrate = "500k"
-video_bitrate = "750k"
-max_video_bitrate = "1000k"
-audio_bitrate = "96k"
-mp4 = true
-[[renditions]]
-height = 720
-min_video_bitrate = "1000k"
-video_bitrate = "2000k"
-max_video_bitrate = "3000k"
-audio_bitrate = "128k"
-mp4 = true
-[[renditions]]
-height = 1080
-min_video_bitrate = "2000k"
-video_bitrate = "3000k"
-max_video_bitrate = "4500k"
-audio_bitrate = "192k"
-"""
 
 
 class StandInPod:
@@ -210,7 +184,7 @@ def start_worker(
 ) -> Callable[[], subprocess.Popen[bytes]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
     (tmp_path / "vidfarm" / "profiles").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "vidfarm" / "profiles" / "podladder.toml").write_text(POD_LADDER)
+    (tmp_path / "vidfarm" / "profiles" / "podladder.toml").write_text(POD_LADDER_PROFILE)
     env |= {
         "VIDFARM_DATA_DIR": str(tmp_path / "vidfarm"),
         "VIDFARM_DEFAULT_PROFILE": "podladder",

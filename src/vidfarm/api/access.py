@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from vidfarm import jobs
@@ -105,17 +105,16 @@ def list_jobs(
     offset: int = 0,
 ) -> list[Job]:
     """`jobs.list_jobs`, restricted to the jobs the caller may see."""
-    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-    if not sees_all(principal):
-        mine = principal.token_id if principal.role == Role.USER else None
-        owned = select(Video.id).where(Video.owner_token_id == (mine or ""))
-        stmt = stmt.where(or_(Job.owner_token_id == (mine or ""), Job.video_id.in_(owned)))
-    if status:
-        stmt = stmt.where(Job.status.in_(list(status)))
-    if job_type is not None:
-        stmt = stmt.where(Job.type == job_type)
-    if video_id is not None:
-        stmt = stmt.where(Job.video_id == video_id)
-    if job_ids is not None:
-        stmt = stmt.where(Job.id.in_(list(job_ids)))
-    return list(session.scalars(stmt.execution_options(populate_existing=True)))
+    owner = None
+    if not sees_all(principal):  # a user's own; a worker's or an anonymous caller's: none
+        owner = (principal.token_id if principal.role == Role.USER else None) or ""
+    return jobs.list_jobs(
+        session,
+        status=list(status) if status else None,
+        job_type=job_type,
+        video_id=video_id,
+        job_ids=job_ids,
+        owner=owner,
+        limit=limit,
+        offset=offset,
+    )

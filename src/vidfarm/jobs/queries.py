@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm.errors import JobNotFound
 from vidfarm.jobs.clock import as_utc, utcnow
-from vidfarm.models import WAITING_STATUSES, Job, JobStatus
+from vidfarm.models import WAITING_STATUSES, Job, JobStatus, Video
 
 _PENDING = JobStatus.PENDING.value
 _QUEUED = JobStatus.QUEUED.value
@@ -73,11 +73,15 @@ def list_jobs(
     job_type: str | None = None,
     video_id: str | None = None,
     job_ids: Sequence[str] | None = None,
+    owner: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[Job]:
-    """Jobs, newest first, optionally filtered."""
+    """Jobs, newest first, optionally filtered; `owner`: a token's own jobs and its videos'."""
     stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    if owner is not None:
+        owned = select(Video.id).where(Video.owner_token_id == owner)
+        stmt = stmt.where(or_(Job.owner_token_id == owner, Job.video_id.in_(owned)))
     if status is not None:
         statuses = [status] if isinstance(status, str) else list(status)
         stmt = stmt.where(Job.status.in_(statuses))
