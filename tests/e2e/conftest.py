@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -15,10 +14,9 @@ from farm_browser import (
     CHROMIUM_ARGS,
     SCREENSHOTS,
     SRT,
-    TINY_PROFILE,
     Server,
     StubLrs,
-    require_chromium,
+    start_server,
 )
 
 from fixtures_media import run_ffmpeg_cli
@@ -36,26 +34,16 @@ def lrs_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, lrs_url: str) -> Iterator[Server]:
-    require_chromium()
-    data_dir = tmp_path_factory.mktemp("dashboard")
-    (data_dir / "profiles").mkdir()
-    (data_dir / "profiles" / "default.toml").write_text(TINY_PROFILE)
-    # The machine's own VIDFARM_* settings (a PostgreSQL URL, a broker) stay out: this farm is
-    # the embedded one, in its own folder.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
-    env |= {
-        "VIDFARM_DATA_DIR": str(data_dir),
-        "VIDFARM_POLL_SECONDS": "0.2",
-        "VIDFARM_RETRY_BASE_SECONDS": "0.1",
-        "VIDFARM_RETRY_MAX_SECONDS": "0.5",
-        "VIDFARM_XAPI_ENABLED": "true",
-        "VIDFARM_XAPI_LRS_URL": lrs_url,
-        "VIDFARM_XAPI_RETRY_BASE_SECONDS": "0.1",
-        "VIDFARM_XAPI_RETRY_MAX_SECONDS": "0.5",
-        "VIDFARM_RUNNERS_ALLOW_PRIVATE_URLS": "true",
-    }
-    running = Server(data_dir=data_dir, env=env)
-    running.start()
+    running = start_server(
+        tmp_path_factory.mktemp("dashboard"),
+        VIDFARM_RETRY_BASE_SECONDS="0.1",
+        VIDFARM_RETRY_MAX_SECONDS="0.5",
+        VIDFARM_XAPI_ENABLED="true",
+        VIDFARM_XAPI_LRS_URL=lrs_url,
+        VIDFARM_XAPI_RETRY_BASE_SECONDS="0.1",
+        VIDFARM_XAPI_RETRY_MAX_SECONDS="0.5",
+        VIDFARM_RUNNERS_ALLOW_PRIVATE_URLS="true",
+    )
     yield running
     running.stop()
 

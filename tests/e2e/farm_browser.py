@@ -254,3 +254,18 @@ class Origin:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def start_server(data_dir: Path, **settings: str) -> Server:
+    """`vidfarm serve` on its embedded defaults in `data_dir`, with the tiny ladder.
+
+    The machine's own VIDFARM_* settings (a PostgreSQL URL, a broker) stay out: this farm is
+    the embedded one, in its own folder; `settings` add to it (VIDFARM_* names)."""
+    require_chromium()
+    (data_dir / "profiles").mkdir()
+    (data_dir / "profiles" / "default.toml").write_text(TINY_PROFILE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
+    env |= {"VIDFARM_DATA_DIR": str(data_dir), "VIDFARM_POLL_SECONDS": "0.2", **settings}
+    running = Server(data_dir=data_dir, env=env)
+    running.start()
+    return running

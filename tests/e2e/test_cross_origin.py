@@ -6,7 +6,6 @@ a signed URL (every variant), gets 403 once it expires, and an origin not listed
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from farm_browser import TINY_PROFILE, Origin, Server, require_chromium, wait_until
+from farm_browser import Origin, Server, start_server, wait_until
 
 from vidfarm.api.signing import MediaSigner, load_key
 
@@ -55,18 +54,9 @@ def origins() -> Iterator[tuple[Origin, Origin]]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, origins: tuple[Origin, Origin]
 ) -> Iterator[Server]:
-    require_chromium()
-    data_dir = tmp_path_factory.mktemp("cross-origin")
-    (data_dir / "profiles").mkdir()
-    (data_dir / "profiles" / "default.toml").write_text(TINY_PROFILE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
-    env |= {
-        "VIDFARM_DATA_DIR": str(data_dir),
-        "VIDFARM_POLL_SECONDS": "0.2",
-        "VIDFARM_CORS_ORIGINS": origins[0].url,
-    }
-    running = Server(data_dir=data_dir, env=env)
-    running.start()
+    running = start_server(
+        tmp_path_factory.mktemp("cross-origin"), VIDFARM_CORS_ORIGINS=origins[0].url
+    )
     for origin in origins:
         origin.body = PAGE.format(vidfarm=running.base).encode()
     yield running

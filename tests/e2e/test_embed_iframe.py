@@ -5,7 +5,6 @@ not in VIDFARM_EMBED_FRAME_ANCESTORS cannot frame it; the video page shows the e
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,12 @@ import httpx
 import pytest
 from farm_browser import (
     SUBTITLE_TEXT,
-    TINY_PROFILE,
     Origin,
     Server,
     login,
-    require_chromium,
     require_hls_js,
     screenshot,
+    start_server,
     wait_until,
 )
 
@@ -43,18 +41,9 @@ def sites() -> Iterator[tuple[Origin, Origin]]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, sites: tuple[Origin, Origin]
 ) -> Iterator[Server]:
-    require_chromium()
-    data_dir = tmp_path_factory.mktemp("embed")
-    (data_dir / "profiles").mkdir()
-    (data_dir / "profiles" / "default.toml").write_text(TINY_PROFILE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDFARM_")}
-    env |= {
-        "VIDFARM_DATA_DIR": str(data_dir),
-        "VIDFARM_POLL_SECONDS": "0.2",
-        "VIDFARM_EMBED_FRAME_ANCESTORS": sites[0].url,
-    }
-    running = Server(data_dir=data_dir, env=env)
-    running.start()
+    running = start_server(
+        tmp_path_factory.mktemp("embed"), VIDFARM_EMBED_FRAME_ANCESTORS=sites[0].url
+    )
     yield running
     running.stop()
 
