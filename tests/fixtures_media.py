@@ -161,3 +161,16 @@ video_bitrate = "3000k"
 max_video_bitrate = "4500k"
 audio_bitrate = "192k"
 """
+
+
+def colour_clip(
+    make_media: MakeMedia, name: str, colour: str, size: str, duration: float, *, audio: bool
+) -> Path:
+    """A clip of one flat colour (pixel checks read it back), with a tone when `audio`."""
+    args: tuple[str, ...] = ("-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=25:d={duration}")
+    if audio:
+        args += ("-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}")
+    args += ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+    if audio:
+        args += ("-c:a", "aac", "-shortest")
+    return make_media(name, *args)

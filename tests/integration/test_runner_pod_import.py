@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from test_runner_service import Runner, World, pod_body
 
-from fixtures_media import MakeMedia, video_args
+from fixtures_media import MakeMedia, colour_clip, video_args
 
 #: Pod's VideoRendition fixture: nominal height -> resolution.
 POD_TABLE = {360: "640x360", 720: "1280x720", 1080: "1920x1080"}
@@ -221,18 +221,6 @@ def test_pod_imports_a_transcription_task(
     for name in vtts:
         text = (tmp_path / name).read_text()
         assert text.startswith("WEBVTT") and "-->" in text
-
-
-def colour_clip(
-    make_media: MakeMedia, name: str, colour: str, size: str, duration: float, *, audio: bool
-) -> Path:
-    args: tuple[str, ...] = ("-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=25:d={duration}")
-    if audio:
-        args += ("-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}")
-    args += ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
-    if audio:
-        args += ("-c:a", "aac", "-shortest")
-    return make_media(name, *args)
 
 
 def serve(world: World, source: Path, name: str) -> str:

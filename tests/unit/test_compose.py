@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from fixtures_media import MakeMedia, run_ffmpeg_cli
+from fixtures_media import MakeMedia, colour_clip, run_ffmpeg_cli
 from readback import read_video
 from vidfarm.errors import InvalidMedia, InvalidParameters
 from vidfarm.media.compose import (
@@ -29,18 +29,6 @@ from vidfarm.media.tools import ffmpeg_executable
 
 BLACK, RED, BLUE, GREEN = (0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)
 FRAME = 1 / 25
-
-
-def colour_clip(
-    make_media: MakeMedia, name: str, colour: str, size: str, duration: float, *, audio: bool
-) -> Path:
-    args: tuple[str, ...] = ("-f", "lavfi", "-i", f"color=c={colour}:s={size}:r=25:d={duration}")
-    if audio:
-        args += ("-f", "lavfi", "-i", f"sine=f=440:sample_rate=44100:d={duration}")
-    args += ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
-    if audio:
-        args += ("-c:a", "aac", "-shortest")
-    return make_media(name, *args)
 
 
 @pytest.fixture(scope="module")
