@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from celery import Celery
@@ -29,7 +30,7 @@ from celery import Celery
 from fixtures_media import POD_LADDER_PROFILE, run_ffmpeg_cli, video_args
 from fixtures_ralph import RALPH_PASSWORD, RALPH_USER
 from readback import read_video
-from services import require_service
+from services import free_port, require_service
 from waiting import wait_until
 from webvtt_check import cues
 
@@ -382,34 +383,63 @@ def test_a_worker_killed_mid_encode_leaves_exactly_one_callback(
     assert not list(owner.glob(".*"))  # the killed attempt's folder is gone too
 
 
-def test_pods_statement_reaches_the_lrs_through_pods_url_form(
+def test_pods_statements_queued_up_reach_the_lrs_in_batches(
     tmp_path: Path, broker: redis.Redis, pod: StandInPod, ralph: Any
 ) -> None:
-    statement_id = str(uuid.uuid4())
-    statement = {
-        "id": statement_id,
-        "actor": {"name": "anonymous", "mbox": "mailto:anon@pod.example"},
-        "verb": {"id": "https://w3id.org/xapi/video/verbs/played", "display": {"en-US": "played"}},
-        "object": {"id": "https://pod.example/video/0042-lecture/", "objectType": "Activity"},
-        "timestamp": "2026-12-01T10:00:00+00:00",
-    }
+    """Pod's URL form, Pod's messages published before any worker runs: few POSTs for many."""
+    statements = [
+        {
+            "id": str(uuid.uuid4()),
+            "actor": {"name": "anonymous", "mbox": "mailto:anon@pod.example"},
+            "verb": {
+                "id": "https://w3id.org/xapi/video/verbs/played",
+                "display": {"en-US": "played"},
+            },
+            "object": {
+                "id": f"https://pod.example/video/{n:04d}-lecture/",
+                "objectType": "Activity",
+            },
+            "timestamp": "2026-12-01T10:00:00+00:00",
+        }
+        for n in range(40)
+    ]
+    publisher = pods_publisher("xapi_tasks", XAPI, "xapi", BROKER)
+    for statement in statements:
+        publisher.delay(statement)
+    metrics_port = free_port()
     stop = start_worker(
         tmp_path,
         pod,
         "xapi",
+        f"--metrics-port={metrics_port}",
         XAPI_LRS_URL=f"{ralph.url}/statements/",  # Pod's form: the statements resource itself
         XAPI_LRS_LOGIN=RALPH_USER,
         XAPI_LRS_PWD=RALPH_PASSWORD,
     )
     try:
-        pods_publisher("xapi_tasks", XAPI, "xapi", BROKER).delay(statement)
-        stored = wait_until(
-            lambda: ralph.client().get_statement(statement_id), 60, "the statement in Ralph"
+        client = ralph.client()
+        wait_until(
+            lambda: all(client.get_statement(s["id"]) for s in statements),
+            90,
+            "the 40 statements in Ralph",
         )
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     finally:
         worker = stop()
     assert worker.returncode == 0
-    assert stored["verb"]["id"] == statement["verb"]["id"]
+    posts = _metric(metrics, 'vidfarm_pod_xapi_posts_total{status="200"}')
+    assert _metric(metrics, "vidfarm_pod_xapi_batch_statements_sum") == 40
+    assert posts < 40 / 2, f"{posts} POSTs for 40 statements that queued up"
+    stored = client.get_statement(statements[7]["id"])
+    assert stored is not None and stored["object"]["id"] == statements[7]["object"]["id"]
+
+
+def _metric(text: str, name: str) -> float:
+    """One sample of Prometheus' text format."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the metrics")
 
 
 def test_pod_worker_says_what_is_missing_in_one_line(tmp_path: Path) -> None:

@@ -29,7 +29,15 @@ def pod_worker_command(
         Path | None,
         typer.Option(help="Pod's settings_local.py: literal settings are read, never executed."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Tasks run at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Encoding/transcription tasks run at once.")
+    ] = 1,
+    xapi_batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1, max=500, help="Most xAPI statements per POST (the xapi worker takes as many)."
+        ),
+    ] = 50,
     metrics_port: Annotated[
         int, typer.Option(min=0, max=65535, help="Serve Prometheus metrics here (0: off).")
     ] = 0,
@@ -60,20 +68,20 @@ def pod_worker_command(
     if not chosen:
         raise ConfigError("--queues: name at least one of Pod's queues")
     _check(pod, chosen)
-    groups: dict[str, list[str]] = {}
-    for queue in chosen:
-        groups.setdefault(pod.broker_for(queue), []).append(queue)
-    if len(groups) > 1:  # one Celery worker per broker, each its own process
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for queue in chosen:  # xapi apart: its worker takes a batch of messages at once
+        groups.setdefault((pod.broker_for(queue), queue == "xapi"), []).append(queue)
+    if len(groups) > 1:  # one Celery worker per broker (and for xapi), each its own process
         _run_children(list(groups.values()), sys.argv[1:])
         return
-    [(broker, group)] = groups.items()
+    [((broker, is_xapi), group)] = groups.items()
     logging.basicConfig(level=loglevel.upper(), format="%(levelname)s %(name)s: %(message)s")
     if metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=metrics_address)
     api = PodApi(url=pod.api_url, token=pod.api_token)
-    configure(Context(pod=pod, settings=settings(), api=api))
+    configure(Context(pod=pod, settings=settings(), api=api, xapi_batch_size=xapi_batch_size))
     hostname = f"pod-{'-'.join(group)}@%h"
     console.print(
         f"vidfarm pod-worker {hostname}: {describe_broker(broker)}, queues {', '.join(group)}; "
@@ -85,7 +93,8 @@ def pod_worker_command(
         [
             "worker",
             f"--queues={','.join(group)}",
-            f"--concurrency={concurrency}",
+            # xapi: one thread per statement of a batch, each waiting for the batch's POST
+            f"--concurrency={xapi_batch_size if is_xapi else concurrency}",
             f"--hostname={hostname}",
             f"--loglevel={loglevel}",
             "--pool=threads",

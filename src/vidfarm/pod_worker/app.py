@@ -16,17 +16,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Retry
 from prometheus_client import Counter, Histogram
 
 from vidfarm.config import Settings
 from vidfarm.errors import VidfarmError
+from vidfarm.jobs import backoff_delay
 from vidfarm.pod_worker.callbacks import PodApi
 from vidfarm.pod_worker.encoding import encode_for_pod
 from vidfarm.pod_worker.settings import PodSettings
 from vidfarm.pod_worker.studio import studio_for_pod
 from vidfarm.pod_worker.transcription import engine_settings, transcribe_for_pod
-from vidfarm.pod_worker.xapi import send_statement
+from vidfarm.pod_worker.xapi import LrsUnavailable, batcher_for
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class Context:
     pod: PodSettings
     settings: Settings
     api: PodApi
+    xapi_batch_size: int = 50
 
 
 _context: Context | None = None
@@ -174,13 +177,19 @@ def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT
             ),
         )
 
-    @app.task(name=XAPI_TASK, bind=True)
-    def send_xapi_statement_task(_task: Any, statement: dict[str, Any]) -> None:
-        _run(
-            "xapi",
-            f"statement {statement.get('id', '?')}",
-            lambda: send_statement(context().pod, statement),
-        )
+    @app.task(name=XAPI_TASK, bind=True, max_retries=None)
+    def send_xapi_statement_task(task: Task[Any, None], statement: dict[str, Any]) -> None:
+        ctx = context()
+
+        def deliver() -> None:
+            try:
+                batcher_for(ctx.pod, ctx.xapi_batch_size).send(statement)
+            except LrsUnavailable as error:  # the broker keeps it, not this worker
+                delay = backoff_delay(task.request.retries + 1, 30.0, 600.0)
+                log.warning("xapi statement back to the broker for %.0f s: %s", delay, error)
+                raise task.retry(countdown=delay, exc=error) from None
+
+        _run("xapi", f"statement {statement.get('id', '?')}", deliver)
 
     return app
 
@@ -190,6 +199,9 @@ def _run(task: str, what: str, work: Callable[[], object]) -> None:
     started = time.monotonic()
     try:
         work()
+    except Retry:
+        TASKS.labels(task, "retried").inc()
+        raise
     except VidfarmError as error:
         TASKS.labels(task, "failed").inc()
         log.error("%s %s failed (%s): %s", task, what, error.error_class, error)
