@@ -434,6 +434,42 @@ def test_pods_statements_queued_up_reach_the_lrs_in_batches(
     assert stored is not None and stored["object"]["id"] == statements[7]["object"]["id"]
 
 
+def test_a_statement_the_lrs_did_not_take_waits_in_the_broker_then_arrives(
+    tmp_path: Path, broker: redis.Redis, pod: StandInPod, lrs_factory: Callable[..., Any]
+) -> None:
+    """Wrong credentials at first (401): the message goes back to Redis, and is sent once fixed."""
+    fixed = threading.Event()
+    lrs = lrs_factory(lambda _s: 200 if fixed.is_set() else 401)
+    statement = {
+        "id": str(uuid.uuid4()),
+        "actor": {"mbox": "mailto:anon@pod.example"},
+        "verb": {"id": "https://w3id.org/xapi/video/verbs/paused"},
+        "object": {"id": "https://pod.example/video/0001-x/", "objectType": "Activity"},
+    }
+    metrics_port = free_port()
+    stop = start_worker(
+        tmp_path,
+        pod,
+        "xapi",
+        f"--metrics-port={metrics_port}",
+        "--xapi-requeue-seconds=1",
+        XAPI_LRS_URL=f"{lrs.url}/statements/",
+        XAPI_LRS_LOGIN="pod",
+        XAPI_LRS_PWD="wrong",
+    )
+    try:
+        pods_publisher("xapi_tasks", XAPI, "xapi", BROKER).delay(statement)
+        wait_until(lambda: lrs.batches, 60, "the first POST")
+        fixed.set()  # the operator fixes the LRS account; the broker still holds the statement
+        wait_until(lambda: statement["id"] in lrs.stored, 60, "the statement, sent again")
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    finally:
+        worker = stop()
+    assert worker.returncode == 0
+    assert _metric(metrics, 'vidfarm_pod_tasks_total{outcome="retried",task="xapi"}') >= 1
+    assert _metric(metrics, 'vidfarm_pod_tasks_total{outcome="done",task="xapi"}') == 1
+
+
 def _metric(text: str, name: str) -> float:
     """One sample of Prometheus' text format."""
     for line in text.splitlines():

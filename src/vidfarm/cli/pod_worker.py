@@ -38,6 +38,13 @@ def pod_worker_command(
             min=1, max=500, help="Most xAPI statements per POST (the xapi worker takes as many)."
         ),
     ] = 50,
+    xapi_requeue_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="First wait in the broker of a statement the LRS did not take (doubles to 10 min).",
+        ),
+    ] = 30.0,
     metrics_port: Annotated[
         int, typer.Option(min=0, max=65535, help="Serve Prometheus metrics here (0: off).")
     ] = 0,
@@ -81,7 +88,15 @@ def pod_worker_command(
 
         start_http_server(metrics_port, addr=metrics_address)
     api = PodApi(url=pod.api_url, token=pod.api_token)
-    configure(Context(pod=pod, settings=settings(), api=api, xapi_batch_size=xapi_batch_size))
+    configure(
+        Context(
+            pod=pod,
+            settings=settings(),
+            api=api,
+            xapi_batch_size=xapi_batch_size,
+            xapi_requeue_seconds=xapi_requeue_seconds,
+        )
+    )
     hostname = f"pod-{'-'.join(group)}@%h"
     console.print(
         f"vidfarm pod-worker {hostname}: {describe_broker(broker)}, queues {', '.join(group)}; "

@@ -59,6 +59,7 @@ class Context:
     settings: Settings
     api: PodApi
     xapi_batch_size: int = 50
+    xapi_requeue_seconds: float = 30.0
 
 
 _context: Context | None = None
@@ -185,7 +186,7 @@ def make_pod_app(broker_url: str, visibility_timeout: float = VISIBILITY_TIMEOUT
             try:
                 batcher_for(ctx.pod, ctx.xapi_batch_size).send(statement)
             except LrsUnavailable as error:  # the broker keeps it, not this worker
-                delay = backoff_delay(task.request.retries + 1, 30.0, 600.0)
+                delay = backoff_delay(task.request.retries + 1, ctx.xapi_requeue_seconds, 600.0)
                 log.warning("xapi statement back to the broker for %.0f s: %s", delay, error)
                 raise task.retry(countdown=delay, exc=error) from None
 
