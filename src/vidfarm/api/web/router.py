@@ -16,6 +16,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from vidfarm.api.deps import AnyAuth, RuntimeDep
 from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
 from vidfarm.errors import NotFound
+from vidfarm.media.profiles import available_profiles
 from vidfarm.models import JobStatus, JobType
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -111,5 +112,8 @@ def me(runtime: RuntimeDep, principal: AnyAuth) -> dict[str, Any]:
             "hls_js": (VENDOR_DIR / HLS_JS).is_file(),
             "job_statuses": [s.value for s in JobStatus],
             "job_types": [t.value for t in JobType],
+            # "Encode again" offers these; the runners page says when managers are unused.
+            "profiles": sorted(available_profiles(settings.user_profiles_dir)),
+            "transport": settings.transport,
         },
     }
