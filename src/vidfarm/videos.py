@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.config import Settings
+from vidfarm.db import write_transaction
 from vidfarm.errors import InvalidParameters, NotFound
 from vidfarm.media.plan import FORMATS, check_formats
 from vidfarm.media.probe import MediaInfo, probe
@@ -167,20 +168,18 @@ def prune_encodes(session: Session, storage: Storage, video_id: str) -> tuple[in
     as history. Returns (encodes pruned, bytes freed)."""
     kept = {job.id for fmt in (None, *FORMATS) if (job := latest_completed(session, video_id, fmt))}
     done = jobs.list_jobs(session, status=JobStatus.COMPLETED.value, video_id=video_id, limit=1000)
-    pruned = freed = 0
-    for job in done:
-        if job.type != JobType.ENCODE.value or job.id in kept:
-            continue
-        outputs = outputs_of(session, job)
-        if not outputs:
-            continue
-        storage.delete_prefix(f"videos/{video_id}/{job.id}")
-        freed += sum(o.size or 0 for o in outputs)
-        for output in outputs:
+    superseded = [j.id for j in done if j.type == JobType.ENCODE.value and j.id not in kept]
+    pruned: set[str] = set()
+    freed = 0
+    # Rows first, files after: a failure leaves unreferenced files, never a dangling output.
+    with write_transaction(session):
+        for output in session.scalars(select(Output).where(Output.job_id.in_(superseded))):
+            pruned.add(output.job_id)
+            freed += output.size or 0
             session.delete(output)
-        pruned += 1
-    session.commit()
-    return pruned, freed
+    for job_id in sorted(pruned):
+        storage.delete_prefix(f"videos/{video_id}/{job_id}")
+    return len(pruned), freed
 
 
 def job_formats(job: Job) -> list[str]:

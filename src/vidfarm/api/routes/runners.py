@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
+from vidfarm.db import write_transaction
 from vidfarm.dispatch.runners import registry as runner_registry
 from vidfarm.errors import InvalidParameters, InvalidTransition
 from vidfarm.jobs import as_utc
@@ -98,21 +99,21 @@ def edit_runner(
 @router.delete("/{runner_id}", status_code=204, responses={404: {}, 409: {}})
 def delete_runner(runner_id: str, session: SessionDep, _: AdminAuth) -> Response:
     """Forget a runner manager; refused while it holds a job (disable it and wait)."""
-    manager = runner_registry.get_manager(session, runner_id)
-    busy = session.scalar(
-        select(func.count())
-        .select_from(RunnerAssignment)
-        .where(
-            RunnerAssignment.manager_id == manager.id,
-            RunnerAssignment.state.in_(["submitting", "running"]),
+    with write_transaction(session):  # the check and the delete under one write lock
+        manager = runner_registry.get_manager(session, runner_id)
+        busy = session.scalar(
+            select(func.count())
+            .select_from(RunnerAssignment)
+            .where(
+                RunnerAssignment.manager_id == manager.id,
+                RunnerAssignment.state.in_(["submitting", "running"]),
+            )
         )
-    )
-    if busy:
-        raise InvalidTransition(
-            f"{manager.name} holds {busy} job(s): disable it and delete it once they end"
-        )
-    session.delete(manager)
-    session.commit()
+        if busy:
+            raise InvalidTransition(
+                f"{manager.name} holds {busy} job(s): disable it and delete it once they end"
+            )
+        session.delete(manager)
     return Response(status_code=204)
 
 

@@ -12,6 +12,7 @@ from vidfarm.api import access
 from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.routes.listing import VideoSort, listed, order, search
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
+from vidfarm.db import write_transaction
 from vidfarm.media.plan import FORMATS
 from vidfarm.models import Visibility
 from vidfarm.videos import delete_video, prune_encodes, submit_encode
@@ -115,13 +116,13 @@ def update_video(
 ) -> dict[str, Any]:
     """Change the title, description or who may play the video (its owner or an admin)."""
     video = access.own_video(session, principal, video_id)
-    if body.visibility is not None:
-        video.visibility = body.visibility.value
-    if "title" in body.model_fields_set:
-        video.title = body.title
-    if "description" in body.model_fields_set:
-        video.description = body.description or None
-    session.commit()
+    with write_transaction(session):  # SQLite: take the write lock first, never upgrade a read
+        if body.visibility is not None:
+            video.visibility = body.visibility.value
+        if "title" in body.model_fields_set:
+            video.title = body.title
+        if "description" in body.model_fields_set:
+            video.description = body.description or None
     return video_view(video)
 
 

@@ -96,7 +96,7 @@ function healthBadge(answer) {
   return h("span", { class: `badge ${answer.ok ? "status-completed" : "status-failed"}`, title: answer.message, dataset: { ok: String(answer.ok) } }, words);
 }
 
-function runnersView(runners, reload, transport) {
+function runnersView(runners, reload, transport, { autoCheck = false } = {}) {
   const admin = session.isAdmin;
   const checks = [];
   const rows = runners.map((runner) => {
@@ -115,7 +115,7 @@ function runnersView(runners, reload, transport) {
         test.disabled = false;
       }
     });
-    const health = h("td", { class: "health" }, runner.active ? h("span", { class: "muted" }, "checking…") : h("span", { class: "muted" }, "not checked (disabled)"));
+    const health = h("td", { class: "health" }, h("span", { class: "muted" }, !runner.active ? "not checked (disabled)" : autoCheck ? "checking…" : "not checked"));
     const editRow = h("tr", { class: "edit-row", hidden: true }, h("td", { colspan: 8 }));
     const edit = h("button", { type: "button", class: "admin-only" }, "Edit");
     edit.addEventListener("click", () => {
@@ -143,7 +143,7 @@ function runnersView(runners, reload, transport) {
         clear(result, h("span", { class: "test-result failed" }, `Cannot delete: ${describeError(error)}`));
       }
     });
-    if (runner.active) checks.push(() => post(`/api/v1/runners/${runner.id}/test`).then((answer) => clear(health, healthBadge(answer)), (error) => clear(health, h("span", { class: "muted" }, describeError(error)))));
+    if (runner.active && autoCheck) checks.push(() => post(`/api/v1/runners/${runner.id}/test`).then((answer) => clear(health, healthBadge(answer)), (error) => clear(health, h("span", { class: "muted" }, describeError(error)))));
     return [
       h(
         "tr",
@@ -160,7 +160,7 @@ function runnersView(runners, reload, transport) {
       editRow,
     ];
   });
-  // Health of the active managers, checked once when the page opens (not on every refresh).
+  // Health of the active managers, checked when the page opens (not after every edit).
   for (const check of checks) check();
   return [
     transport && transport !== "runners"
@@ -200,9 +200,12 @@ export async function render(main) {
     }
   }
 
+  let first = true;
   async function loadRunners() {
     try {
-      clear(runnersBox, runnersView(await get("/api/v1/runners", { signal: controller.signal }), loadRunners, session.me?.server?.transport));
+      const runners = await get("/api/v1/runners", { signal: controller.signal });
+      clear(runnersBox, runnersView(runners, loadRunners, session.me?.server?.transport, { autoCheck: first }));
+      first = false;
     } catch (error) {
       if (error.name !== "AbortError") clear(runnersBox, unavailable("Runner management", error));
     }
