@@ -138,12 +138,9 @@ def dead(
 ) -> dict[str, Any]:
     """Statements the LRS refused, with its reason, oldest first."""
     rows = outbox.list_dead(session, limit=limit, offset=offset)
-    ids = {r.video_id for r in rows if r.video_id}
-    titles = dict(
-        session.execute(
-            select(Video.id, func.coalesce(Video.title, Video.filename)).where(Video.id.in_(ids))
-        ).tuples()
-    )
+    ids = sorted({r.video_id for r in rows if r.video_id})
+    named = select(Video.id, func.coalesce(Video.title, Video.filename)).where(Video.id.in_(ids))
+    titles = {video_id: title for video_id, title in session.execute(named)}
     items = [{**outbox.dead_view(r), "video_title": titles.get(r.video_id or "")} for r in rows]
     return {"items": items, "limit": limit, "offset": offset}
 
