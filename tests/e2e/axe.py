@@ -24,7 +24,8 @@ from vidfarm.api.web.assets import AssetError, check_integrity, download
 AXE_VERSION = "4.10.2"
 AXE_URL = f"https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz"
 AXE_INTEGRITY = (
-    "sha512-RE3mdQ7P3FRSe7eqCWoeQ/Z9QXrtniSjp1wUjt5nRC3WIpz5rSCve6o3fsZ2aCpJtrZjSZgjwXAoTO5k4tEI0w=="
+    "sha512-RE3mdQ7P3FRSe7eqCWoeQ/Z9QXrtniSjp1wUjt5nRC3W"
+    "Ipz5rSCve6o3fsZ2aCpJtrZjSZgjwXAoTO5k4tEI0w=="
 )
 AXE_SHA256 = "b511cd9dec01c76f4b2ad1723b66b6db37d4c2eb4ed199076e1829d9ee7b75e3"
 AXE_PATH = Path(__file__).resolve().parents[2] / "test-artifacts" / "vendor" / "axe.min.js"

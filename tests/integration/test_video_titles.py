@@ -89,9 +89,7 @@ def test_search_sort_playable_and_thumbnail(api: Api, make_media: MakeMedia) -> 
     # A later encode cancelled: the video still plays, its thumbnail is a signed URL.
     again = api.post(f"/api/v1/videos/{short['file_id']}/encode", json={}).json()
     api.post(f"/api/v1/jobs/{again['id']}/cancel")
-    item = next(
-        v for v in api.get("/api/v1/videos").json()["items"] if v["id"] == short["file_id"]
-    )
+    item = next(v for v in api.get("/api/v1/videos").json()["items"] if v["id"] == short["file_id"])
     assert item["playable"] is True
     picture = api.client.get(item["thumbnail"])  # no token: the signature is the key
     assert picture.status_code == 200 and picture.content[:3] == b"\xff\xd8\xff"

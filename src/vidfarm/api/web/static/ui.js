@@ -66,13 +66,14 @@ export function badge(status) {
   return h("span", { class: `badge status-${status}`, dataset: { status } }, status);
 }
 
-export function progressBar(percent, status = "") {
+export function progressBar(percent, status = "", label = "Progress") {
   const value = Math.max(0, Math.min(100, Number(percent) || 0));
   const bar = h(
     "div",
     {
       class: `progress status-${status}`,
       role: "progressbar",
+      "aria-label": label,
       "aria-valuemin": 0,
       "aria-valuemax": 100,
       "aria-valuenow": value.toFixed(0),

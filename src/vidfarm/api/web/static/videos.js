@@ -121,7 +121,7 @@ function uploadPanel(onUploaded) {
   language.setAttribute("aria-describedby", "language-help");
 
   /** One file through the queue: its own line, bar and outcome; the shared bar follows it. */
-  async function send(file, item, lang) {
+  async function send(file, item, lang, queued) {
     const started = performance.now();
     const itemBar = item.querySelector(".progress");
     const outcome = item.querySelector(".outcome");
@@ -150,8 +150,9 @@ function uploadPanel(onUploaded) {
         h("a", { href: `#/videos/${answer.file_id}` }, "Open the video"),
         answer.job_id ? [" — encode job ", h("a", { href: `#/jobs?job=${answer.job_id}` }, answer.job_id.slice(0, 8)), " queued."] : " (no encode started: auto-encode is off).",
       );
-      clear(outcome, said.cloneNode(true));
-      result.append(said);
+      // In a queue each line says its outcome; alone, the file's outcome goes under the form.
+      if (queued) clear(outcome, said);
+      else result.append(said);
       onUploaded(answer);
       return true;
     } catch (error) {
@@ -161,8 +162,8 @@ function uploadPanel(onUploaded) {
       setProgress(itemBar, sent, cancelled ? "cancelled" : "failed");
       item.dataset.state = cancelled ? "cancelled" : "failed";
       const said = cancelled ? notice("muted", `Upload of ${file.name} cancelled: nothing was kept.`) : notice("error", `Upload of ${file.name} refused: ${describeError(error)}`);
-      clear(outcome, said.cloneNode(true));
-      result.append(said);
+      if (queued) clear(outcome, said);
+      else result.append(said);
       return !cancelled;
     } finally {
       current = null;
@@ -200,7 +201,7 @@ function uploadPanel(onUploaded) {
           continue;
         }
         clear(items[index].querySelector(".outcome"), "sending…");
-        stopped = !(await send(file, items[index], lang));
+        stopped = !(await send(file, items[index], lang, batch.length > 1));
       }
     } finally {
       window.removeEventListener("beforeunload", warnLeaving);
@@ -210,6 +211,7 @@ function uploadPanel(onUploaded) {
       fileInput.value = "";
       choose([]);
       const done = items.filter((item) => item.dataset.state === "done").length;
+      if (batch.length > 1) result.append(notice(done === batch.length ? "ok" : "error", `Uploaded ${done} of ${batch.length} files.`));
       if (done) flash(`Uploaded ${done} of ${batch.length} file${batch.length === 1 ? "" : "s"}.`, done === batch.length ? "ok" : "error");
     }
   });
