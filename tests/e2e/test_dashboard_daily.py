@@ -334,6 +334,9 @@ def test_upload_queue_language_cancel_and_refusal(
 
 
 def test_remember_me_log_out_everywhere_and_role_menu(browser: Any, server: Server) -> None:
+    # `vidfarm serve` said where the dashboard is when it started.
+    started = (server.data_dir / "serve.log").read_text(errors="replace")
+    assert f"Dashboard at {server.base}/" in started
     token = server.cli("token", "create", "--role", "user", "--name", "e2e-remembered")
     with tab(browser, DESKTOP) as page:
         page.goto(f"{server.base}/")

@@ -135,6 +135,8 @@ export async function render(main, { query }) {
     clear(cells.figures, figuresText(job));
     clear(cells.finished, formatDate(job.finished_at));
     clear(cells.error, job.error ?? "");
+    // A cancellation is a choice, not a failure: said in plain grey, not in red.
+    cells.error.className = job.status === "cancelled" ? "error-text neutral" : "error-text";
     waiting.textContent = `${job.waiting} waiting`;
   }
 

@@ -62,7 +62,7 @@ function jobsTable(detail) {
           h("td", {}, progressBar(job.progress, job.status)),
           h("td", {}, `${job.attempts}/${job.max_attempts}`),
           h("td", {}, formatDate(job.created_at)),
-          h("td", { class: "error-text" }, job.error ?? ""),
+          h("td", { class: job.status === "cancelled" ? "error-text neutral" : "error-text" }, job.error ?? ""),
         ),
       ),
     ),
