@@ -109,6 +109,15 @@ def test_every_page_fits_the_screen_and_passes_axe(
         page.wait_for_selector("#login-form")
         fits(page, f"daily-{size}-login")
         assert violations(page) == []
+        # Focus order follows the form: token, "remember me", the button.
+        assert page.evaluate("document.activeElement.id") == "token"
+        order = []
+        for _ in range(2):
+            page.keyboard.press("Tab")
+            order.append(
+                page.evaluate("document.activeElement.id || document.activeElement.textContent")
+            )
+        assert order == ["remember", "Log in"]
         login(page, server, server.admin)
         problems: dict[str, list[str]] = {}
         for name, route, ready in PAGES:
