@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
@@ -19,7 +18,7 @@ from vidfarm.db import write_transaction
 from vidfarm.dispatch.runners import registry as runner_registry
 from vidfarm.errors import InvalidParameters, InvalidTransition
 from vidfarm.jobs import as_utc
-from vidfarm.models import RunnerAssignment
+from vidfarm.models import RunnerAssignment, RunnerManager
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 
@@ -57,10 +56,7 @@ class RunnerPatch(BaseModel):
 def list_runners(session: SessionDep, _: AdminAuth) -> list[dict[str, Any]]:
     """Every runner manager, in dispatch order (the token is never shown), with the last time
     a job was handed to it."""
-    return [
-        {**runner_registry.manager_view(m), "last_used_at": _iso(m.last_used_at)}
-        for m in runner_registry.list_managers(session)
-    ]
+    return [_view(m) for m in runner_registry.list_managers(session)]
 
 
 @router.post("", status_code=201, responses={409: {}, 422: {}})
@@ -78,7 +74,7 @@ def add_runner(
             priority=body.priority,
             active=body.active,
         )
-    return runner_registry.manager_view(manager)
+    return _view(manager)
 
 
 @router.patch("/{runner_id}", responses={404: {}, 409: {}, 422: {}})
@@ -93,7 +89,7 @@ def edit_runner(
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     with _private_hint():
         manager = runner_registry.update_manager(session, runtime.settings, runner_id, changes)
-    return runner_registry.manager_view(manager)
+    return _view(manager)
 
 
 @router.delete("/{runner_id}", status_code=204, responses={404: {}, 409: {}})
@@ -117,8 +113,13 @@ def delete_runner(runner_id: str, session: SessionDep, _: AdminAuth) -> Response
     return Response(status_code=204)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else as_utc(value).isoformat()
+def _view(manager: RunnerManager) -> dict[str, Any]:
+    """The registry's view, and when a job was last handed to the manager."""
+    last = manager.last_used_at
+    return {
+        **runner_registry.manager_view(manager),
+        "last_used_at": None if last is None else as_utc(last).isoformat(),
+    }
 
 
 _PRIVATE = ("a private address", "a loopback address")
