@@ -23,6 +23,7 @@ const PAGE = 100;
 const FINAL = new Set(["completed", "failed", "timeout", "cancelled"]);
 const WAITING = new Set(["pending", "queued"]);
 const REFRESH_MS = 5000;
+const HEADERS = ["", "Job", "Type", "Video", "State", "Progress", "Rank", "Attempts", "Step", "Timing", "Created", "Finished", "Error"];
 
 function rankText(job) {
   return WAITING.has(job.status) && job.rank ? `${job.rank} of ${job.waiting}` : "–";
@@ -181,6 +182,10 @@ export async function render(main, { query }) {
       cells.finished,
       cells.error,
     );
+    // On a phone the row is a card: each cell says what it is (CSS shows data-label).
+    Array.from(row.children).forEach((cell, index) => {
+      if (HEADERS[index]) cell.dataset.label = HEADERS[index];
+    });
     const detailRow = h("tr", { class: "detail-row", hidden: true }, h("td", { colspan: 13 }));
     const entry = { row, detailRow, job, cells };
     rows.set(job.id, entry);
@@ -292,7 +297,7 @@ export async function render(main, { query }) {
         h(
           "table",
           { class: "list jobs", id: "job-list" },
-          h("thead", {}, h("tr", {}, h("th", {}, selectAll), ["Job", "Type", "Video", "State", "Progress", "Rank", "Attempts", "Step", "Timing", "Created", "Finished", "Error"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, h("th", {}, selectAll), HEADERS.slice(1).map((t) => h("th", {}, t)))),
           tbody,
         ),
       ),
