@@ -476,6 +476,7 @@ def test_workers_page_shows_celery_workers_and_their_running_job(
         row.wait_for()
         assert f"{prefix}-encoding" in row.text_content()
         assert row.locator(f'a[href="#/jobs?job={job_id}"]').count() == 1  # its running job
+        assert "e2e-celery.mp4" in row.text_content()  # named by its video's title
         screenshot(page, "09-workers-celery")
         assert server.wait_job(job_id, {"completed"})["attempts"] == 1
     finally:

@@ -39,7 +39,7 @@ function workersView(data) {
               "td",
               {},
               worker.active?.length
-                ? worker.active.map((job) => h("div", { class: "active-job" }, h("a", { href: `#/jobs?job=${job.job_id}` }, shortId(job.job_id)), ` ${job.type} `, progressBar(job.progress, "running")))
+                ? worker.active.map((job) => h("div", { class: "active-job" }, h("a", { href: `#/jobs?job=${job.job_id}` }, shortId(job.job_id)), ` ${job.type ?? ""} `, job.video_title ? h("span", { class: "muted" }, `${job.video_title} `) : null, progressBar(job.progress, "running")))
                 : h("span", { class: "muted" }, "idle"),
             ),
           ),
