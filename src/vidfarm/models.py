@@ -64,6 +64,9 @@ class Video(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     filename: Mapped[str] = mapped_column(String(255))
+    # What people call it (defaults to the upload's file name), and what it is about.
+    title: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
     source_key: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     duration: Mapped[float | None] = mapped_column(Float)

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from vidfarm import jobs
 from vidfarm.config import Settings
+from vidfarm.db import write_transaction
 from vidfarm.errors import InvalidParameters, NotFound
-from vidfarm.media.plan import check_formats
+from vidfarm.media.plan import FORMATS, check_formats
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import load_profile, parse_resolution
 from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id
@@ -57,6 +58,7 @@ def add_video(
     video = Video(
         id=video_id,
         filename=name,
+        title=name,
         source_key=key,
         size=info.size,
         duration=info.duration,
@@ -158,6 +160,26 @@ def latest_completed(session: Session, video_id: str, fmt: str | None = None) ->
         if job.type == JobType.ENCODE.value and (fmt is None or fmt in job_formats(job)):
             return job
     return None
+
+
+def prune_encodes(session: Session, storage: Storage, video_id: str) -> tuple[int, int]:
+    """Remove the media of superseded encodes: every completed encode but the newest, and
+    the newest that made each format (what playback and Pod's routes serve). The jobs stay,
+    as history. Returns (encodes pruned, bytes freed)."""
+    kept = {job.id for fmt in (None, *FORMATS) if (job := latest_completed(session, video_id, fmt))}
+    done = jobs.list_jobs(session, status=JobStatus.COMPLETED.value, video_id=video_id, limit=1000)
+    superseded = [j.id for j in done if j.type == JobType.ENCODE.value and j.id not in kept]
+    pruned: set[str] = set()
+    freed = 0
+    # Rows first, files after: a failure leaves unreferenced files, never a dangling output.
+    with write_transaction(session):
+        for output in session.scalars(select(Output).where(Output.job_id.in_(superseded))):
+            pruned.add(output.job_id)
+            freed += output.size or 0
+            session.delete(output)
+    for job_id in sorted(pruned):
+        storage.delete_prefix(f"videos/{video_id}/{job_id}")
+    return len(pruned), freed
 
 
 def job_formats(job: Job) -> list[str]:

@@ -265,6 +265,7 @@ def test_a_bad_statement_goes_dead_without_holding_back_its_batch(farm: Farm) ->
     dead = farm.get("/api/v1/xapi/dead", role="admin").json()["items"]
     assert [d["id"] for d in dead] == [bad] and dead[0]["status"] == 422
     assert "actor" in dead[0]["reason"]
+    assert dead[0]["video_title"] == "lecture.mp4"  # named as people know it (no title: file)
     assert farm.get("/api/v1/xapi/dead").status_code == 403  # dead letters are admin-only
     counts = our_counts(farm.ralph, ids)
     assert set(counts) == set(ids) - {bad}

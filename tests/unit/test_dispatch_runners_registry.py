@@ -47,7 +47,7 @@ def test_api_contract_never_returns_the_token(api: TestClient, runtime: Runtime)
     created = api.post("/api/v1/runners", json={**body, "active": True})
     assert created.status_code == 201
     view = created.json()
-    assert set(view) == {"id", "name", "priority", "url", "active", "created_at"}
+    assert set(view) == {"id", "name", "priority", "url", "active", "created_at", "last_used_at"}
     assert view["url"] == "http://127.0.0.1:9" and view["priority"] == 2 and view["active"]
     listed = api.get("/api/v1/runners")
     assert listed.status_code == 200 and listed.json() == [view]

@@ -13,10 +13,15 @@ from vidfarm.videos import latest_completed, outputs_of
 
 def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, Any]:
     position, waiting = jobs.rank(session, job.id)
+    video = job.video
     view: dict[str, Any] = {
         "id": job.id,
         "type": job.type,
         "video_id": job.video_id,
+        # Names people know the video by (a job list of hex ids tells nothing apart), and
+        # the duration the dashboard turns into an encode speed and an ETA.
+        "video_title": _title(video) if video else None,
+        "video_duration": video.duration if video else None,
         "status": job.status,
         "progress": round(job.progress, 1),
         "step": job.step,
@@ -26,7 +31,7 @@ def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, A
         "rank": position,
         "waiting": waiting,
         "params": job.params,
-        "error": job.error,
+        "error": _named(job.error, video),
         "error_class": job.error_class,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
@@ -39,6 +44,17 @@ def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, A
         view["log_tail"] = job.log_tail
         view["result"] = job.result
     return view
+
+
+def _title(video: Video) -> str:
+    return video.title or video.filename
+
+
+def _named(error: str | None, video: Video | None) -> str | None:
+    """An error names the upload as its owner knows it, not the storage file `<id>.mp4`."""
+    if error is None or video is None:
+        return error
+    return error.replace(video.source_key.rsplit("/", 1)[-1], video.filename)
 
 
 def _round(value: float | None) -> float | None:
@@ -85,6 +101,8 @@ def video_view(video: Video) -> dict[str, Any]:
     return {
         "id": video.id,
         "filename": video.filename,
+        "title": _title(video),
+        "description": video.description,
         "size": video.size,
         "duration": video.duration,
         "language": video.language,

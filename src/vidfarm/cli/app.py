@@ -121,8 +121,10 @@ def serve(
                 "(same VIDFARM_DATA_DIR / VIDFARM_DATABASE_URL), then send it as "
                 "`Authorization: Bearer <token>`"
             )
+    shown = host or config.host
+    url = f"http://{'127.0.0.1' if shown in ('0.0.0.0', '::') else shown}:{port or config.port}"  # noqa: S104
     console.print(
-        f"API on http://{host or config.host}:{port or config.port} (docs at /docs); "
+        f"Dashboard at {url}/ ; API at {url}/api/v1 (docs at /docs); "
         "submit work with: vidfarm submit FILE   (then: vidfarm jobs)"
     )
     uvicorn.run(

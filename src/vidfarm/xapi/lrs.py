@@ -78,6 +78,9 @@ class LrsClient:
             response = self._client.get(base.join(more) if more.startswith("/") else more)
 
 
+_WORDS = ("message", "error", "reason", "detail")
+
+
 def _reason(response: httpx.Response) -> str:
     if response.status_code < 300:
         return ""
@@ -86,6 +89,10 @@ def _reason(response: httpx.Response) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return _one_line(response.text or response.reason_phrase)
     detail = body.get("detail", body) if isinstance(body, dict) else body
+    if isinstance(detail, dict):  # {"message": ...} and the like: its words, not a repr
+        detail = next((detail[k] for k in _WORDS if isinstance(detail.get(k), str)), None) or (
+            json.dumps(detail, ensure_ascii=False)
+        )
     if isinstance(detail, list):  # FastAPI validation errors: say where and what
         detail = "; ".join(
             f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg')}"

@@ -5,13 +5,20 @@ Tokens go in, never out: a manager's token is encrypted at rest and no route ret
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
 
 from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
+from vidfarm.db import write_transaction
 from vidfarm.dispatch.runners import registry as runner_registry
+from vidfarm.errors import InvalidParameters, InvalidTransition
+from vidfarm.jobs import as_utc
+from vidfarm.models import RunnerAssignment, RunnerManager
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"])
 
@@ -47,8 +54,9 @@ class RunnerPatch(BaseModel):
 
 @router.get("")
 def list_runners(session: SessionDep, _: AdminAuth) -> list[dict[str, Any]]:
-    """Every runner manager, in dispatch order (the token is never shown)."""
-    return [runner_registry.manager_view(m) for m in runner_registry.list_managers(session)]
+    """Every runner manager, in dispatch order (the token is never shown), with the last time
+    a job was handed to it."""
+    return [_view(m) for m in runner_registry.list_managers(session)]
 
 
 @router.post("", status_code=201, responses={409: {}, 422: {}})
@@ -56,16 +64,17 @@ def add_runner(
     body: Annotated[RunnerIn, Body()], runtime: RuntimeDep, session: SessionDep, _: AdminAuth
 ) -> dict[str, Any]:
     """Register a runner manager (Esup-Runner protocol) with its shared token."""
-    manager = runner_registry.add_manager(
-        session,
-        runtime.settings,
-        name=body.name,
-        url=body.url,
-        token=body.token,
-        priority=body.priority,
-        active=body.active,
-    )
-    return runner_registry.manager_view(manager)
+    with _private_hint():
+        manager = runner_registry.add_manager(
+            session,
+            runtime.settings,
+            name=body.name,
+            url=body.url,
+            token=body.token,
+            priority=body.priority,
+            active=body.active,
+        )
+    return _view(manager)
 
 
 @router.patch("/{runner_id}", responses={404: {}, 409: {}, 422: {}})
@@ -78,8 +87,54 @@ def edit_runner(
 ) -> dict[str, Any]:
     """Change any of name, priority, url, token, active (e.g. `{"active": false}`)."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    manager = runner_registry.update_manager(session, runtime.settings, runner_id, changes)
-    return runner_registry.manager_view(manager)
+    with _private_hint():
+        manager = runner_registry.update_manager(session, runtime.settings, runner_id, changes)
+    return _view(manager)
+
+
+@router.delete("/{runner_id}", status_code=204, responses={404: {}, 409: {}})
+def delete_runner(runner_id: str, session: SessionDep, _: AdminAuth) -> Response:
+    """Forget a runner manager; refused while it holds a job (disable it and wait)."""
+    with write_transaction(session):  # the check and the delete under one write lock
+        manager = runner_registry.get_manager(session, runner_id)
+        busy = session.scalar(
+            select(func.count())
+            .select_from(RunnerAssignment)
+            .where(
+                RunnerAssignment.manager_id == manager.id,
+                RunnerAssignment.state.in_(["submitting", "running"]),
+            )
+        )
+        if busy:
+            raise InvalidTransition(
+                f"{manager.name} holds {busy} job(s): disable it and delete it once they end"
+            )
+        session.delete(manager)
+    return Response(status_code=204)
+
+
+def _view(manager: RunnerManager) -> dict[str, Any]:
+    """The registry's view, and when a job was last handed to the manager."""
+    last = manager.last_used_at
+    return {
+        **runner_registry.manager_view(manager),
+        "last_used_at": None if last is None else as_utc(last).isoformat(),
+    }
+
+
+_PRIVATE = ("a private address", "a loopback address")
+_HINT = "set VIDFARM_RUNNERS_ALLOW_PRIVATE_URLS=true to allow managers on this network"
+
+
+@contextmanager
+def _private_hint() -> Iterator[None]:
+    """A private/loopback refusal says which setting allows it (a LAN runner is common)."""
+    try:
+        yield
+    except InvalidParameters as error:
+        if any(words in str(error) for words in _PRIVATE):
+            raise InvalidParameters(f"{error} ({_HINT})") from None
+        raise
 
 
 @router.post("/{runner_id}/test", responses={404: {}})

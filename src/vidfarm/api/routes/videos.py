@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select
 
 from vidfarm.api import access
 from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.routes.listing import VideoSort, listed, order, search
 from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
+from vidfarm.db import write_transaction
 from vidfarm.media.plan import FORMATS
-from vidfarm.models import Video, Visibility
-from vidfarm.videos import delete_video, submit_encode
+from vidfarm.models import Visibility
+from vidfarm.videos import delete_video, prune_encodes, submit_encode
 
 router = APIRouter(prefix="/api/v1/videos", tags=["videos"])
 MAX_SECONDS = 7 * 86400  # a week of media: anything longer is a typo
@@ -49,29 +51,46 @@ class EncodeRequest(BaseModel):
 
 
 class VideoUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    visibility: Visibility = Field(
+    visibility: Visibility | None = Field(
+        default=None,
         description="private: owner and admins; unlisted: anyone with the embed URL or a signed "
-        "link; public: listed at /api/v1/public/videos, played without a token."
+        "link; public: listed at /api/v1/public/videos, played without a token.",
     )
+    title: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = Field(default=None, max_length=5000)
+
+    @model_validator(mode="after")
+    def _something(self) -> VideoUpdate:
+        if not self.model_fields_set:
+            raise ValueError("nothing to change: give visibility, title or description")
+        if "title" in self.model_fields_set and self.title is None:
+            raise ValueError("title cannot be null (it defaults to the file name at upload)")
+        return self
 
 
 @router.get("")
 def list_videos(
+    request: Request,
+    runtime: RuntimeDep,
     session: SessionDep,
     principal: UserAuth,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    q: Annotated[
+        str | None, Query(max_length=255, description="Words the title or file name contains.")
+    ] = None,
+    sort: Annotated[VideoSort, Query(description="Order; a leading '-' reverses it.")] = (
+        VideoSort.NEWEST
+    ),
 ) -> dict[str, Any]:
-    """Videos, newest first: a user token's own, every video for an admin."""
-    mine = access.videos_of(principal)
+    """Videos (a user token's own, every video for an admin) with a playable flag and thumbnail."""
+    mine = search(access.videos_of(principal), q)
     total = session.scalar(select(func.count()).select_from(mine.subquery())) or 0
-    rows = session.scalars(
-        mine.order_by(Video.created_at.desc(), Video.id).limit(limit).offset(offset)
-    )
+    rows = session.scalars(mine.order_by(*order(sort)).limit(limit).offset(offset))
     return {
-        "items": [video_view(v) for v in rows],
+        "items": [listed(request, runtime, session, v) for v in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -95,10 +114,15 @@ def get_video(video_id: str, session: SessionDep, principal: UserAuth) -> dict[s
 def update_video(
     video_id: str, body: VideoUpdate, session: SessionDep, principal: UserAuth
 ) -> dict[str, Any]:
-    """Change who may play the video (its owner or an admin)."""
+    """Change the title, description or who may play the video (its owner or an admin)."""
     video = access.own_video(session, principal, video_id)
-    video.visibility = body.visibility.value
-    session.commit()
+    with write_transaction(session):  # SQLite: take the write lock first, never upgrade a read
+        if body.visibility is not None:
+            video.visibility = body.visibility.value
+        if "title" in body.model_fields_set:
+            video.title = body.title
+        if "description" in body.model_fields_set:
+            video.description = body.description or None
     return video_view(video)
 
 
@@ -124,6 +148,16 @@ def encode_video(
     )
     runtime.dispatch([job.id])
     return job_view(session, job)
+
+
+@router.post("/{video_id}/prune", responses={404: {}})
+def prune_video(
+    video_id: str, runtime: RuntimeDep, session: SessionDep, principal: UserAuth
+) -> dict[str, int]:
+    """Delete the media of superseded encodes (the newest per format stay); jobs stay listed."""
+    access.own_video(session, principal, video_id)
+    pruned, freed = prune_encodes(session, runtime.storage, video_id)
+    return {"pruned": pruned, "freed_bytes": freed}
 
 
 @router.delete("/{video_id}", status_code=204, responses={404: {}})

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from vidfarm.api.deps import AdminAuth, RuntimeDep, SessionDep
-from vidfarm.models import Job
+from vidfarm.models import Job, Video
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 
@@ -22,7 +22,15 @@ def list_workers(runtime: RuntimeDep, session: SessionDep, _: AdminAuth) -> dict
     known = {
         row.id: row
         for row in session.execute(
-            select(Job.id, Job.type, Job.progress, Job.step).where(Job.id.in_(ids))
+            select(
+                Job.id,
+                Job.type,
+                Job.progress,
+                Job.step,
+                func.coalesce(Video.title, Video.filename).label("video_title"),
+            )
+            .outerjoin(Video, Video.id == Job.video_id)
+            .where(Job.id.in_(ids))
         )
     }
     for worker in workers:
@@ -32,5 +40,6 @@ def list_workers(runtime: RuntimeDep, session: SessionDep, _: AdminAuth) -> dict
                 type=row.type if row else None,
                 progress=row.progress if row else None,
                 step=row.step if row else None,
+                video_title=row.video_title if row else None,
             )
     return {"transport": transport, "workers": workers}

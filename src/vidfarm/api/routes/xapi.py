@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vidfarm.api.deps import (
@@ -137,7 +138,11 @@ def dead(
 ) -> dict[str, Any]:
     """Statements the LRS refused, with its reason, oldest first."""
     rows = outbox.list_dead(session, limit=limit, offset=offset)
-    return {"items": [outbox.dead_view(r) for r in rows], "limit": limit, "offset": offset}
+    ids = sorted({r.video_id for r in rows if r.video_id})
+    named = select(Video.id, func.coalesce(Video.title, Video.filename)).where(Video.id.in_(ids))
+    titles = {video_id: title for video_id, title in session.execute(named)}
+    items = [{**outbox.dead_view(r), "video_title": titles.get(r.video_id or "")} for r in rows]
+    return {"items": items, "limit": limit, "offset": offset}
 
 
 @router.post("/api/v1/xapi/dead/redeliver")

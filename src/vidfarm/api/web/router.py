@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from vidfarm.api.deps import AnyAuth, RuntimeDep
+from vidfarm.api.deps import AnyAuth, RuntimeDep, SessionDep
 from vidfarm.api.web.assets import HLS_JS, VENDOR_DIR
+from vidfarm.auth import revoke_token
 from vidfarm.errors import NotFound
+from vidfarm.media.profiles import available_profiles
 from vidfarm.models import JobStatus, JobType
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -111,5 +113,17 @@ def me(runtime: RuntimeDep, principal: AnyAuth) -> dict[str, Any]:
             "hls_js": (VENDOR_DIR / HLS_JS).is_file(),
             "job_statuses": [s.value for s in JobStatus],
             "job_types": [t.value for t in JobType],
+            # "Encode again" offers these; the runners page says when managers are unused.
+            "profiles": sorted(available_profiles(settings.user_profiles_dir)),
+            "transport": settings.transport,
         },
     }
+
+
+@router.post("/api/v1/me/revoke", status_code=204, responses={401: {}})
+def revoke_me(session: SessionDep, principal: AnyAuth) -> Response:
+    """Log out everywhere: revoke the calling token (every browser that remembered it)."""
+    if principal.token_id is None:  # pragma: no cover - AnyAuth always names a token
+        raise NotFound("this caller has no token to revoke")
+    revoke_token(session, principal.token_id)
+    return Response(status_code=204)

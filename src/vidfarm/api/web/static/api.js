@@ -13,12 +13,23 @@ export class ApiError extends Error {
 export const session = {
   me: null, // {name, role, token_id, server: {...}} once logged in
 
+  // This tab only (sessionStorage), or every tab of this browser when the user asked to be
+  // remembered on this device (localStorage). Logging out forgets both.
   get token() {
-    return sessionStorage.getItem(TOKEN_KEY);
+    return sessionStorage.getItem(TOKEN_KEY) ?? localStorage.getItem(TOKEN_KEY);
   },
   set token(value) {
     if (value) sessionStorage.setItem(TOKEN_KEY, value);
-    else sessionStorage.removeItem(TOKEN_KEY);
+    else {
+      sessionStorage.removeItem(TOKEN_KEY);
+      localStorage.removeItem(TOKEN_KEY);
+    }
+  },
+  remember(value) {
+    localStorage.setItem(TOKEN_KEY, value);
+  },
+  get remembered() {
+    return localStorage.getItem(TOKEN_KEY) !== null;
   },
   get isAdmin() {
     return this.me?.role === "admin";

@@ -2,7 +2,7 @@
 // Each view module exports render(main, params) and may return a cleanup function, called
 // when the user leaves the view (to stop live streams and players).
 
-import { ApiError, get, session, setUnauthorizedHandler } from "./api.js";
+import { ApiError, get, post, session, setUnauthorizedHandler } from "./api.js";
 import { clear, describeError, flash, h, notice } from "./ui.js";
 import * as jobs from "./jobs.js";
 import * as videos from "./videos.js";
@@ -14,6 +14,7 @@ const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const who = document.getElementById("who");
 const logoutButton = document.getElementById("logout");
+const everywhereButton = document.getElementById("logout-everywhere");
 let cleanup = null;
 let loginMessage = null;
 
@@ -43,6 +44,7 @@ function showUser() {
   const me = session.me;
   nav.hidden = !me;
   logoutButton.hidden = !me;
+  everywhereButton.hidden = !me;
   document.body.classList.toggle("is-admin", Boolean(me && me.role === "admin"));
   clear(who, me ? [h("span", { class: "name" }, me.name || "token"), " ", h("span", { class: `role role-${me.role}` }, me.role)] : []);
 }
@@ -57,7 +59,8 @@ function renderLogin() {
     placeholder: "vf_…",
     required: true,
   });
-  const error = h("p", { class: "notice error", id: "login-error", hidden: !loginMessage }, loginMessage ?? "");
+  const error = h("p", { class: "notice error", id: "login-error", role: "alert", hidden: !loginMessage }, loginMessage ?? "");
+  const remember = h("input", { type: "checkbox", id: "remember", name: "remember" });
   const form = h(
     "form",
     { class: "card login", id: "login-form" },
@@ -65,9 +68,10 @@ function renderLogin() {
     h("p", { class: "muted" }, "Paste an API token. Create one on the server with ", h("code", {}, "vidfarm token create --role admin"), " (or ", h("code", {}, "--role user"), ")."),
     h("label", { for: "token" }, "API token"),
     input,
+    h("div", { class: "row" }, remember, h("label", { for: "remember" }, "Remember me on this device")),
     error,
     h("button", { type: "submit", class: "primary" }, "Log in"),
-    h("p", { class: "muted small" }, "The token is kept in this browser tab only (sessionStorage) and sent as Authorization: Bearer."),
+    h("p", { class: "muted small" }, "The token is kept in this tab only (sessionStorage), or in this browser for every tab when remembered (localStorage); it is sent as Authorization: Bearer. \"Log out everywhere\" revokes it."),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -83,6 +87,7 @@ function renderLogin() {
           : `Cannot log in: ${describeError(failure)}`;
       return;
     }
+    if (remember.checked) session.remember(session.token);
     loginMessage = null;
     showUser();
     if (location.hash.startsWith("#/login") || !location.hash) location.hash = "#/videos";
@@ -140,6 +145,7 @@ async function route() {
   clear(main);
   try {
     cleanup = (await view.render(main, { parts, query })) ?? null;
+    if (document.activeElement === document.body || !document.activeElement) main.focus({ preventScroll: true });
   } catch (failure) {
     clear(main, notice("error", `This page failed to load: ${describeError(failure)}`));
   }
@@ -150,6 +156,21 @@ setUnauthorizedHandler((detail) => {
   session.me = null;
   loginMessage = `Logged out: ${detail}.`;
   route();
+});
+
+everywhereButton.addEventListener("click", async () => {
+  if (!confirm("Revoke this token? Every browser and script using it is logged out; an admin creates a new one with vidfarm token create.")) return;
+  try {
+    await post("/api/v1/me/revoke");
+  } catch (failure) {
+    flash(`Cannot revoke the token: ${describeError(failure)}`, "error");
+    return;
+  }
+  session.token = null;
+  session.me = null;
+  loginMessage = "Logged out everywhere: this token is revoked.";
+  if (location.hash === "#/login") route();
+  else location.hash = "#/login";
 });
 
 logoutButton.addEventListener("click", () => {

@@ -6,22 +6,34 @@ import {
   badge,
   clear,
   describeError,
+  figuresText,
   flash,
   formatDate,
   h,
   notice,
   progressBar,
+  quietNote,
   setProgress,
   shortId,
+  stepText,
+  videoName,
 } from "./ui.js";
 
 const PAGE = 100;
 const FINAL = new Set(["completed", "failed", "timeout", "cancelled"]);
 const WAITING = new Set(["pending", "queued"]);
 const REFRESH_MS = 5000;
+const HEADERS = ["", "Job", "Type", "Video", "State", "Progress", "Rank", "Attempts", "Step", "Timing", "Created", "Finished", "Error"];
 
 function rankText(job) {
   return WAITING.has(job.status) && job.rank ? `${job.rank} of ${job.waiting}` : "–";
+}
+
+function logText(job) {
+  if ((job.log_tail ?? []).length) return job.log_tail.join("\n");
+  if (job.status === "failed" || job.status === "timeout") return "(no tool output: the job ended before its encoder wrote a line; the error above says why)";
+  if (FINAL.has(job.status)) return "(no output kept: the tool said nothing worth keeping)";
+  return "(nothing yet)";
 }
 
 function detailPanel(job) {
@@ -36,9 +48,11 @@ function detailPanel(job) {
       h("dt", {}, "Job"),
       h("dd", {}, h("code", {}, job.id)),
       h("dt", {}, "Video"),
-      h("dd", {}, job.video_id ? h("a", { href: `#/videos/${job.video_id}` }, job.video_id) : "–"),
+      h("dd", {}, job.video_id ? [h("a", { href: `#/videos/${job.video_id}` }, videoName(job)), " ", h("code", { class: "small" }, job.video_id)] : "–"),
       h("dt", {}, "Step"),
-      h("dd", {}, job.step ?? "–"),
+      h("dd", {}, stepText(job), " ", quietNote(job)),
+      h("dt", {}, "Timing"),
+      h("dd", {}, figuresText(job) || "–"),
       h("dt", {}, "Attempts"),
       h("dd", {}, `${job.attempts} of at most ${job.max_attempts}`),
       h("dt", {}, "Priority"),
@@ -50,7 +64,7 @@ function detailPanel(job) {
     ),
     job.error ? h("p", { class: "notice error job-error" }, job.error_class ? `${job.error_class}: ` : "", job.error) : null,
     h("h4", {}, "Log tail"),
-    h("pre", { class: "log-tail" }, (job.log_tail ?? []).length ? job.log_tail.join("\n") : "(empty)"),
+    h("pre", { class: "log-tail" }, logText(job)),
     h("div", { class: "row" }, cancel, restart),
   );
 }
@@ -87,6 +101,7 @@ export async function render(main, { query }) {
   const restartSelected = h("button", { type: "button", id: "restart-selected", class: "admin-only primary" }, "Restart selected");
   const tbody = h("tbody");
   const listError = h("div");
+  const actionResult = h("div", { id: "action-result", role: "status" });
   const pager = h("div", { class: "pager" });
 
   function matches(job) {
@@ -113,14 +128,28 @@ export async function render(main, { query }) {
     entry.job = job;
     const { cells } = entry;
     entry.row.dataset.status = job.status;
-    clear(cells.status, badge(job.status));
+    clear(cells.status, badge(job.status), " ", quietNote(job));
     setProgress(cells.progress, job.progress, job.status);
     clear(cells.rank, rankText(job));
     clear(cells.attempts, `${job.attempts}/${job.max_attempts}`);
-    clear(cells.step, job.step ?? "");
+    clear(cells.step, stepText(job));
+    clear(cells.figures, figuresText(job));
     clear(cells.finished, formatDate(job.finished_at));
     clear(cells.error, job.error ?? "");
+    // A cancellation is a choice, not a failure: said in plain grey, not in red.
+    cells.error.className = job.status === "cancelled" ? "error-text neutral" : "error-text";
     waiting.textContent = `${job.waiting} waiting`;
+  }
+
+  /** A job that left the filtered state leaves the list (it is under its new state). */
+  function drop(id) {
+    const entry = rows.get(id);
+    if (!entry) return;
+    entry.row.remove();
+    entry.detailRow.remove();
+    rows.delete(id);
+    opened.delete(id);
+    if (!rows.size) clear(tbody, h("tr", { class: "empty" }, h("td", { colspan: 13, class: "muted" }, "No job matches.")));
   }
 
   function add(job, { top = false } = {}) {
@@ -132,6 +161,7 @@ export async function render(main, { query }) {
       rank: h("td", { class: "rank" }),
       attempts: h("td", { class: "attempts" }),
       step: h("td", { class: "step" }),
+      figures: h("td", { class: "figures" }),
       finished: h("td", {}),
       error: h("td", { class: "error-text" }),
     };
@@ -141,17 +171,22 @@ export async function render(main, { query }) {
       h("td", {}, check),
       h("td", {}, toggle),
       h("td", {}, job.type),
-      h("td", {}, job.video_id ? h("a", { href: `#/videos/${job.video_id}` }, shortId(job.video_id)) : "–"),
+      h("td", { class: "video-cell" }, job.video_id ? h("a", { href: `#/videos/${job.video_id}`, title: job.video_id }, videoName(job)) : "–"),
       cells.status,
       h("td", { class: "progress-cell" }, cells.progress),
       cells.rank,
       cells.attempts,
       cells.step,
+      cells.figures,
       h("td", {}, formatDate(job.created_at)),
       cells.finished,
       cells.error,
     );
-    const detailRow = h("tr", { class: "detail-row", hidden: true }, h("td", { colspan: 12 }));
+    // On a phone the row is a card: each cell says what it is (CSS shows data-label).
+    Array.from(row.children).forEach((cell, index) => {
+      if (HEADERS[index]) cell.dataset.label = HEADERS[index];
+    });
+    const detailRow = h("tr", { class: "detail-row", hidden: true }, h("td", { colspan: 13 }));
     const entry = { row, detailRow, job, cells };
     rows.set(job.id, entry);
     update(entry, job);
@@ -184,7 +219,8 @@ export async function render(main, { query }) {
       if (entry) update(entry, job);
       else add(job, { top: !fresh });
     }
-    if (!rows.size) clear(tbody, h("tr", { class: "empty" }, h("td", { colspan: 12, class: "muted" }, "No job matches.")));
+    for (const [id, entry] of rows) if (!matches(entry.job)) drop(id);
+    if (!rows.size) clear(tbody, h("tr", { class: "empty" }, h("td", { colspan: 13, class: "muted" }, "No job matches.")));
     else tbody.querySelector("tr.empty")?.remove();
     const prev = offset > 0 ? h("a", { href: `#/jobs?${new URLSearchParams({ ...Object.fromEntries(query), offset: String(Math.max(0, offset - PAGE)) })}` }, "← newer") : null;
     const next = page.items.length === PAGE ? h("a", { href: `#/jobs?${new URLSearchParams({ ...Object.fromEntries(query), offset: String(offset + PAGE) })}` }, "older →") : null;
@@ -198,6 +234,7 @@ export async function render(main, { query }) {
   async function act(ids, action) {
     if (!ids.length) {
       flash("Select jobs first.", "error");
+      clear(actionResult, notice("error", "Select jobs first."));
       return;
     }
     const refused = [];
@@ -214,7 +251,10 @@ export async function render(main, { query }) {
       }
     }
     const verb = action === "restart" ? "Restarted" : "Cancelled";
-    flash(`${verb} ${done} job${done === 1 ? "" : "s"}.${refused.length ? ` Refused: ${refused.join("; ")}` : ""}`, refused.length ? "error" : "ok");
+    const said = `${verb} ${done} job${done === 1 ? "" : "s"}.${refused.length ? ` Refused: ${refused.join("; ")}` : ""}`;
+    flash(said, refused.length ? "error" : "ok");
+    // The toast goes away; what was refused stays said on the page until the next action.
+    clear(actionResult, refused.length ? notice("error", said) : notice("ok", said));
     for (const box of tbody.querySelectorAll("input.select:checked")) box.checked = false;
     selectAll.checked = false;
   }
@@ -249,12 +289,17 @@ export async function render(main, { query }) {
         restartSelected,
         live,
       ),
+      actionResult,
       listError,
       h(
-        "table",
-        { class: "list jobs", id: "job-list" },
-        h("thead", {}, h("tr", {}, h("th", {}, selectAll), ["Job", "Type", "Video", "State", "Progress", "Rank", "Attempts", "Step", "Created", "Finished", "Error"].map((t) => h("th", {}, t)))),
-        tbody,
+        "div",
+        { class: "table-box" },
+        h(
+          "table",
+          { class: "list jobs", id: "job-list" },
+          h("thead", {}, h("tr", {}, h("th", {}, selectAll), HEADERS.slice(1).map((t) => h("th", {}, t)))),
+          tbody,
+        ),
       ),
       pager,
     ),
@@ -265,7 +310,8 @@ export async function render(main, { query }) {
     "",
     (job) => {
       const entry = rows.get(job.id);
-      if (entry) {
+      if (entry && !matches(job)) drop(job.id);
+      else if (entry) {
         update(entry, job);
         if (opened.has(job.id)) showDetail(job.id);
       } else if (matches(job) && offset === 0) {

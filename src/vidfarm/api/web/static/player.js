@@ -87,17 +87,25 @@ export function createPlayer(container, detail) {
     subtitles.map((output, index) => h("option", { value: String(index) }, subtitleLanguage(output.path))),
   );
   const qualitySelect = h("select", { id: "quality", "aria-label": "Quality", hidden: true });
-  const muteButton = h("button", { type: "button", class: "control small", id: "mute" }, "Mute");
+  const muteButton = h("button", { type: "button", class: "control small", id: "mute", "aria-pressed": "false" }, "Mute");
+  const volume = h("input", { type: "range", class: "volume", id: "volume", min: 0, max: 1, step: 0.05, value: 1, "aria-label": "Volume" });
+  const speedSelect = h(
+    "select",
+    { id: "speed", "aria-label": "Playback speed" },
+    [0.5, 0.75, 1, 1.25, 1.5, 1.75, 2].map((rate) => h("option", { value: String(rate), selected: rate === 1 }, `${rate}x`)),
+  );
+  const buffering = h("div", { class: "buffering", id: "buffering", role: "status", hidden: true }, "Buffering…");
   const fullButton = h("button", { type: "button", class: "control small", id: "fullscreen" }, "Full screen");
   const modeNote = h("p", { class: "notice", id: "player-notice", hidden: true });
   const errorBox = h("p", { class: "notice error", id: "player-error", hidden: true });
   const xapiNote = h("p", { class: "muted small", id: "xapi-status", hidden: true });
-  const stage = h("div", { class: "stage" }, video);
+  const stage = h("div", { class: "stage" }, video, buffering);
   const player = h(
     "div",
-    { class: "player", id: "player" },
+    { class: "player", id: "player", tabindex: -1 },
     stage,
-    h("div", { class: "controls" }, playButton, time, seek, subtitleSelect, qualitySelect, muteButton, fullButton),
+    h("div", { class: "controls" }, playButton, time, seek, speedSelect, subtitleSelect, qualitySelect, muteButton, volume, fullButton),
+    h("p", { class: "muted small keys" }, "Keys: space play/pause · ← → 5 s · ↑ ↓ volume · f full screen · m mute · c subtitles"),
     modeNote,
     errorBox,
     xapiNote,
@@ -169,6 +177,10 @@ export function createPlayer(container, detail) {
     hls.on(Hls.Events.LEVEL_SWITCHED, (_event, data) => {
       const level = hls.levels[data.level];
       state.quality = level?.height ? `${level.height}p` : null;
+      // Under "Auto", say which level plays now (as YouTube and PeerTube do).
+      const auto = qualitySelect.querySelector('option[value="-1"]');
+      if (auto) auto.textContent = state.quality ? `Auto (${state.quality})` : "Auto";
+      player.dataset.level = state.quality ?? "";
     });
     hls.on(Hls.Events.ERROR, (_event, data) => {
       if (!data.fatal) return;
@@ -227,11 +239,72 @@ export function createPlayer(container, detail) {
   const toggle = () => (video.paused ? video.play().catch((error) => showError(error.message)) : video.pause());
   playButton.addEventListener("click", toggle);
   video.addEventListener("click", toggle);
-  muteButton.addEventListener("click", () => {
+  const toggleMute = () => {
     video.muted = !video.muted;
+  };
+  muteButton.addEventListener("click", toggleMute);
+  video.addEventListener("volumechange", () => {
     muteButton.textContent = video.muted ? "Unmute" : "Mute";
+    muteButton.setAttribute("aria-pressed", String(video.muted));
+    volume.value = String(video.muted ? 0 : video.volume);
   });
-  fullButton.addEventListener("click", () => (document.fullscreenElement ? document.exitFullscreen() : player.requestFullscreen?.()));
+  volume.addEventListener("input", () => {
+    video.volume = Number(volume.value);
+    video.muted = video.volume === 0;
+  });
+  speedSelect.addEventListener("change", () => {
+    video.playbackRate = Number(speedSelect.value);
+  });
+  video.addEventListener("ratechange", () => {
+    player.dataset.speed = String(video.playbackRate);
+  });
+  const toggleFull = () => (document.fullscreenElement ? document.exitFullscreen() : player.requestFullscreen?.());
+  fullButton.addEventListener("click", toggleFull);
+
+  // Buffering: shown while playback waits for data, gone when it plays again.
+  const setBuffering = (on) => {
+    buffering.hidden = !on;
+    player.dataset.buffering = String(on);
+  };
+  video.addEventListener("waiting", () => setBuffering(true));
+  for (const type of ["playing", "canplay", "pause", "seeked", "emptied"]) video.addEventListener(type, () => setBuffering(false));
+
+  // Keyboard shortcuts anywhere on the page except in form fields (space would type).
+  const nudge = (step) => {
+    video.currentTime = Math.max(0, Math.min(duration(), video.currentTime + step));
+  };
+  const cycleSubtitles = () => {
+    if (subtitleSelect.disabled) return;
+    subtitleSelect.selectedIndex = (subtitleSelect.selectedIndex + 1) % subtitleSelect.options.length;
+    subtitleSelect.dispatchEvent(new Event("change"));
+  };
+  const KEYS = {
+    " ": toggle,
+    k: toggle,
+    ArrowRight: () => nudge(5),
+    ArrowLeft: () => nudge(-5),
+    ArrowUp: () => {
+      video.muted = false;
+      video.volume = Math.min(1, video.volume + 0.1);
+    },
+    ArrowDown: () => {
+      video.volume = Math.max(0, video.volume - 0.1);
+    },
+    f: toggleFull,
+    m: toggleMute,
+    c: cycleSubtitles,
+  };
+  const onKey = (event) => {
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    const target = event.target;
+    if (target instanceof HTMLElement && target.closest("input, textarea, select, [contenteditable]")) return;
+    if (target instanceof HTMLButtonElement && (event.key === " " || event.key === "Enter")) return;
+    const action = KEYS[event.key] ?? KEYS[event.key.toLowerCase()];
+    if (!action) return;
+    event.preventDefault();
+    action();
+  };
+  document.addEventListener("keydown", onKey);
 
   const fraction = (event) => {
     const box = seek.getBoundingClientRect();
@@ -240,11 +313,8 @@ export function createPlayer(container, detail) {
   seek.addEventListener("click", (event) => {
     if (duration()) video.currentTime = fraction(event) * duration();
   });
-  seek.addEventListener("keydown", (event) => {
-    const step = { ArrowRight: 5, ArrowLeft: -5 }[event.key];
-    if (step) video.currentTime = Math.max(0, Math.min(duration(), video.currentTime + step));
-  });
-  seek.addEventListener("mousemove", (event) => {
+  // Arrow keys on the seek bar are the page-wide shortcuts above.
+  seek.addEventListener("pointermove", (event) => {
     const at = fraction(event) * duration();
     const box = seek.getBoundingClientRect();
     previewTime.textContent = formatDuration(at);
@@ -263,7 +333,7 @@ export function createPlayer(container, detail) {
     preview.style.left = `${Math.max(0, Math.min(box.width - width, event.clientX - box.left - width / 2))}px`;
     preview.hidden = false;
   });
-  seek.addEventListener("mouseleave", () => {
+  seek.addEventListener("pointerleave", () => {
     preview.hidden = true;
   });
 
@@ -301,6 +371,7 @@ export function createPlayer(container, detail) {
 
   return {
     destroy() {
+      document.removeEventListener("keydown", onKey);
       state.xapi?.stop();
       state.hls?.destroy();
       video.removeAttribute("src");

@@ -2,7 +2,7 @@
 // managers (add, edit, disable, test the connection). Both APIs are admin-only; a server
 // without one says so instead of failing.
 
-import { get, patch, post, session } from "./api.js";
+import { del, get, patch, post, session } from "./api.js";
 import { clear, describeError, flash, formatDate, h, notice, progressBar, shortId } from "./ui.js";
 
 const REFRESH_MS = 5000;
@@ -39,7 +39,7 @@ function workersView(data) {
               "td",
               {},
               worker.active?.length
-                ? worker.active.map((job) => h("div", { class: "active-job" }, h("a", { href: `#/jobs?job=${job.job_id}` }, shortId(job.job_id)), ` ${job.type} `, progressBar(job.progress, "running")))
+                ? worker.active.map((job) => h("div", { class: "active-job" }, h("a", { href: `#/jobs?job=${job.job_id}` }, shortId(job.job_id)), ` ${job.type ?? ""} `, job.video_title ? h("span", { class: "muted" }, `${job.video_title} `) : null, progressBar(job.progress, "running")))
                 : h("span", { class: "muted" }, "idle"),
             ),
           ),
@@ -91,8 +91,14 @@ function testResult(result) {
   return h("span", { class: `test-result ${result.ok ? "ok" : "failed"}`, dataset: { ok: String(result.ok) } }, `${parts.join(" · ")}: ${result.message}${warnings}`);
 }
 
-function runnersView(runners, reload) {
+function healthBadge(answer) {
+  const words = answer.ok ? `healthy${answer.latency_ms !== null && answer.latency_ms !== undefined ? ` (${Math.round(answer.latency_ms)} ms)` : ""}` : "unreachable";
+  return h("span", { class: `badge ${answer.ok ? "status-completed" : "status-failed"}`, title: answer.message, dataset: { ok: String(answer.ok) } }, words);
+}
+
+function runnersView(runners, reload, transport, { autoCheck = false } = {}) {
   const admin = session.isAdmin;
+  const checks = [];
   const rows = runners.map((runner) => {
     const result = h("div", { class: "test-box" });
     const test = h("button", { type: "button", class: "test-connection" }, "Test connection");
@@ -100,14 +106,17 @@ function runnersView(runners, reload) {
       test.disabled = true;
       clear(result, h("span", { class: "muted" }, "testing…"));
       try {
-        clear(result, testResult(await post(`/api/v1/runners/${runner.id}/test`)));
+        const answer = await post(`/api/v1/runners/${runner.id}/test`);
+        clear(result, testResult(answer));
+        clear(health, healthBadge(answer));
       } catch (error) {
         clear(result, h("span", { class: "test-result failed", dataset: { ok: "false" } }, `Test refused: ${describeError(error)}`));
       } finally {
         test.disabled = false;
       }
     });
-    const editRow = h("tr", { class: "edit-row", hidden: true }, h("td", { colspan: 6 }));
+    const health = h("td", { class: "health" }, h("span", { class: "muted" }, !runner.active ? "not checked (disabled)" : autoCheck ? "checking…" : "not checked"));
+    const editRow = h("tr", { class: "edit-row", hidden: true }, h("td", { colspan: 8 }));
     const edit = h("button", { type: "button", class: "admin-only" }, "Edit");
     edit.addEventListener("click", () => {
       editRow.hidden = !editRow.hidden;
@@ -123,27 +132,50 @@ function runnersView(runners, reload) {
         flash(`Cannot change ${runner.name}: ${describeError(error)}`, "error");
       }
     });
+    const remove = h("button", { type: "button", class: "admin-only delete-runner link danger" }, "Delete");
+    remove.addEventListener("click", async () => {
+      if (!confirm(`Delete the runner manager ${runner.name}? Jobs are no longer sent to it.`)) return;
+      try {
+        await del(`/api/v1/runners/${runner.id}`);
+        flash(`Deleted ${runner.name}.`, "ok");
+        reload();
+      } catch (error) {
+        clear(result, h("span", { class: "test-result failed" }, `Cannot delete: ${describeError(error)}`));
+      }
+    });
+    if (runner.active && autoCheck) checks.push(() => post(`/api/v1/runners/${runner.id}/test`).then((answer) => clear(health, healthBadge(answer)), (error) => clear(health, h("span", { class: "muted" }, describeError(error)))));
     return [
       h(
         "tr",
         { class: "runner", dataset: { runnerId: runner.id, name: runner.name } },
         h("td", {}, runner.name),
-        h("td", {}, h("code", {}, runner.url)),
+        h("td", {}, h("code", { class: "url" }, runner.url)),
         h("td", {}, String(runner.priority)),
         h("td", {}, h("span", { class: `badge ${runner.active ? "status-completed" : "status-cancelled"}` }, runner.active ? "active" : "disabled")),
+        health,
+        h("td", { class: "last-contact" }, runner.last_used_at ? formatDate(runner.last_used_at) : h("span", { class: "muted" }, "never sent a job")),
         h("td", {}, formatDate(runner.created_at)),
-        h("td", { class: "runner-actions" }, h("div", { class: "row" }, test, edit, toggle), result),
+        h("td", { class: "runner-actions" }, h("div", { class: "row" }, test, edit, toggle, remove), result),
       ),
       editRow,
     ];
   });
+  // Health of the active managers, checked when the page opens (not after every edit).
+  for (const check of checks) check();
   return [
+    transport && transport !== "runners"
+      ? notice("muted", h("span", { id: "runners-unused" }, `This server runs jobs on the ${transport} transport: the managers below receive no job until VIDFARM_DISPATCHER=runners.`))
+      : null,
     runners.length
       ? h(
-          "table",
-          { class: "list", id: "runner-list" },
-          h("thead", {}, h("tr", {}, ["Name", "URL", "Priority", "State", "Added", ""].map((t) => h("th", {}, t)))),
-          h("tbody", {}, rows),
+          "div",
+          { class: "table-box" },
+          h(
+            "table",
+            { class: "list", id: "runner-list" },
+            h("thead", {}, h("tr", {}, ["Name", "URL", "Priority", "State", "Health", "Last job sent", "Added", ""].map((t, i) => h("th", { "aria-label": i === 7 ? "Actions" : undefined }, t)))),
+            h("tbody", {}, rows),
+          ),
         )
       : notice("muted", "No runner manager yet."),
     admin ? runnerForm(null, reload) : null,
@@ -168,9 +200,12 @@ export async function render(main) {
     }
   }
 
+  let first = true;
   async function loadRunners() {
     try {
-      clear(runnersBox, runnersView(await get("/api/v1/runners", { signal: controller.signal }), loadRunners));
+      const runners = await get("/api/v1/runners", { signal: controller.signal });
+      clear(runnersBox, runnersView(runners, loadRunners, session.me?.server?.transport, { autoCheck: first }));
+      first = false;
     } catch (error) {
       if (error.name !== "AbortError") clear(runnersBox, unavailable("Runner management", error));
     }

@@ -17,6 +17,13 @@ function counts(status) {
   ];
 }
 
+/** Reasons stored before the LRS client said them in words: `{'message': 'x'}` -> `x`. */
+export function readable(reason) {
+  if (!reason) return "–";
+  const match = /^\{\s*'(?:message|error|reason|detail)'\s*:\s*(['"])(.*)\1\s*[,}]/s.exec(reason);
+  return match ? match[2] : reason;
+}
+
 export async function render(main) {
   const controller = new AbortController();
   const enabled = session.me?.server?.xapi_enabled;
@@ -48,13 +55,16 @@ export async function render(main) {
     }
     const checked = new Set(Array.from(deadBox.querySelectorAll("input.select:checked"), (box) => box.value));
     if (!page.items.length) {
-      clear(deadBox, notice("muted", "No dead letter: the LRS accepted every statement it was sent."));
+      clear(deadBox, notice("muted", enabled ? "No dead letter: the LRS accepted every statement it was sent." : "No dead letter (xAPI is off: no statement is sent)."));
       return;
     }
     clear(
       deadBox,
       h("div", { class: "row toolbar" }, redeliverSelected, redeliverAll),
       h(
+        "div",
+        { class: "table-box" },
+        h(
         "table",
         { class: "list", id: "dead-list" },
         h("thead", {}, h("tr", {}, h("th", {}, selectAll), ["Statement", "Video", "LRS answer", "Reason", "Stored", ""].map((t) => h("th", {}, t)))),
@@ -65,15 +75,16 @@ export async function render(main) {
             h(
               "tr",
               { class: "dead", dataset: { id: item.id } },
-              h("td", {}, h("input", { type: "checkbox", class: "select", value: item.id, checked: checked.has(item.id) })),
+              h("td", {}, h("input", { type: "checkbox", class: "select", value: item.id, checked: checked.has(item.id), "aria-label": `Select statement ${shortId(item.id)}` })),
               h("td", {}, h("code", {}, shortId(item.id))),
-              h("td", {}, item.video_id ? h("a", { href: `#/videos/${item.video_id}` }, shortId(item.video_id)) : "–"),
+              h("td", { class: "video-cell" }, item.video_id ? h("a", { href: `#/videos/${item.video_id}`, title: item.video_id }, item.video_title ?? shortId(item.video_id)) : "–"),
               h("td", {}, item.status ? `HTTP ${item.status}` : "–"),
-              h("td", { class: "reason" }, item.reason ?? "–"),
+              h("td", { class: "reason" }, readable(item.reason)),
               h("td", {}, formatDate(item.created_at)),
-              h("td", {}, h("details", {}, h("summary", {}, "statement"), h("pre", {}, JSON.stringify(item.statement, null, 2)))),
+              h("td", { class: "statement-cell" }, h("details", {}, h("summary", {}, "statement"), h("pre", {}, JSON.stringify(item.statement, null, 2)))),
             ),
           ),
+        ),
         ),
       ),
     );
