@@ -22,6 +22,7 @@ import pytest
 
 from fixtures_media import MakeMedia, video_args
 from services import free_port
+from waiting import wait_until
 
 VIDFARM = [sys.executable, "-m", "vidfarm"]
 
@@ -240,11 +241,22 @@ def test_cancel_a_running_job(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
     farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    assert "cancelled" in farm.cli("cancel", job_id).stdout
-    time.sleep(1.5)  # the worker notices at its next progress report and kills ffmpeg
+    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    # Hold the encoder while the CLI starts: on a busy machine it could otherwise finish first.
+    frozen = encoders_in(attempt)
+    assert frozen, "the encode should be running"
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert "cancelled" in farm.cli("cancel", job_id).stdout
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    # The worker notices at the encoder's next progress report and kills it.
+    wait_until(lambda: not encoders_in(attempt), 60, "the cancelled encoder gone")
+    wait_until(lambda: not list((farm.data_dir / "work").iterdir()), 60, "the attempt cleaned")
     assert farm.job(job_id)["status"] == "cancelled"
     assert published(farm, job_id) == []
-    assert not list((farm.data_dir / "work").iterdir())
 
 
 def test_bad_input_is_refused_before_anything_is_stored(farm: Farm, tmp_path: Path) -> None:
