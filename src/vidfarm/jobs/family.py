@@ -205,7 +205,10 @@ def summary(session: Session, parent_id: str) -> list[dict[str, Any]]:
             "start": c.params.get("start_at"),
             "end": c.params.get("end_at"),
         }
-        for c in children_of(session, parent_id)
+        for c in sorted(
+            children_of(session, parent_id),
+            key=lambda c: (c.created_at, float(c.params.get("start_at") or 0.0)),
+        )
     ]
 
 

@@ -1,0 +1,128 @@
+"""A chunked encode through the embedded pool (2 slots) and the scheduler, end to end.
+
+The 12 s 1080p clip with 4 s chunks on a 2 s grid: three `encode_chunk` jobs, one `stitch`,
+and the encode completes with the stitched outputs as its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select
+
+from vidfarm import jobs, videos
+from vidfarm.api.views import job_view
+from vidfarm.config import Settings
+from vidfarm.models import Job, Output, Video
+from vidfarm.runtime import Runtime, open_runtime
+from waiting import wait_until
+
+TINY_PROFILE = """name = "tiny"
+preset = "veryfast"
+keyframe_interval = 2.0
+segment_duration = 2.0
+[[renditions]]
+height = 144
+min_video_bitrate = "100k"
+video_bitrate = "200k"
+max_video_bitrate = "400k"
+audio_bitrate = "64k"
+mp4 = true
+[[renditions]]
+height = 240
+min_video_bitrate = "200k"
+video_bitrate = "400k"
+max_video_bitrate = "800k"
+audio_bitrate = "96k"
+"""
+
+
+@pytest.fixture
+def farm(tmp_path: Path, db_url: str) -> Iterator[Runtime]:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "tiny.toml").write_text(TINY_PROFILE)
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        dispatcher="local",
+        worker_concurrency=2,
+        poll_seconds=0.1,
+        chunk_seconds=4.0,
+        chunk_min_seconds=10.0,
+    )
+    runtime = open_runtime(settings)
+    with runtime.sessions() as session:  # a PostgreSQL test database is shared: start clean
+        for table in (Output, Job, Video):
+            session.execute(delete(table))
+        session.commit()
+    runtime.start_farm()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def submit(runtime: Runtime, clip: Path) -> str:
+    with runtime.sessions() as session:
+        video, _ = videos.add_video(session, runtime.storage, clip)
+        job = videos.submit_encode(session, runtime.settings, video, params={"profile": "tiny"})
+        job_id = job.id
+    runtime.dispatch([job_id])
+    return job_id
+
+
+def load(runtime: Runtime, job_id: str) -> Job:
+    with runtime.sessions() as session:
+        return jobs.get_job(session, job_id)
+
+
+def test_a_long_encode_runs_as_chunks_and_one_stitch(farm: Runtime, hd_clip: Path) -> None:
+    job_id = submit(farm, hd_clip)
+    seen: set[float] = set()
+
+    def finished() -> bool:
+        job = load(farm, job_id)
+        seen.add(job.progress)
+        return job.status in ("completed", "failed", "cancelled")
+
+    wait_until(finished, timeout=120, what="the chunked encode")
+    job = load(farm, job_id)
+    assert job.status == "completed", job.error
+    assert [c["start"] for c in job.result["chunks"]] == [0, 4, 8]
+    assert any(0 < p < 100 for p in seen)  # progress grew while chunks ran
+    with farm.sessions() as session:
+        view = job_view(session, jobs.get_job(session, job_id))
+        outputs = list(session.scalars(select(Output).where(Output.video_id == job.video_id)))
+    kinds = [(c["type"], c["status"], c["start"]) for c in view["chunks"]]
+    assert kinds == [
+        ("encode_chunk", "completed", 0),
+        ("encode_chunk", "completed", 4),
+        ("encode_chunk", "completed", 8),
+        ("stitch", "completed", None),
+    ]
+    assert {o.job_id for o in outputs} == {job_id}  # the encode's, not a chunk's
+    assert "master.m3u8" in {o.key.rsplit("/", 1)[-1] for o in outputs}
+    master = farm.storage.local_path(f"{job.result['prefix']}/manifest.json")
+    assert master is not None
+    assert json.loads(master.read_text())["chunks"] == job.result["chunks"]
+
+
+def test_cancelling_the_encode_stops_its_chunks(farm: Runtime, hd_clip: Path) -> None:
+    job_id = submit(farm, hd_clip)
+    wait_until(lambda: load(farm, job_id).progress > 0, timeout=60, what="a chunk's progress")
+    with farm.sessions() as session:
+        jobs.cancel(session, job_id)
+        children = [c["id"] for c in jobs.summary(session, job_id)]
+    statuses = [load(farm, c).status for c in children]
+    assert set(statuses) == {"cancelled"} or "completed" in statuses
+    assert all(s in ("cancelled", "completed") for s in statuses)
+    wait_until(
+        lambda: not any(load(farm, c).lease_owner for c in children),
+        timeout=30,
+        what="the running chunks to stop",
+    )
+    assert load(farm, job_id).status == "cancelled"
+    assert all(load(farm, c).type == "encode_chunk" for c in children)  # no stitch was made
