@@ -87,10 +87,22 @@ def chunk_refusal(plan: EncodePlan) -> str | None:
     return None
 
 
+#: x264's rc-lookahead per preset (frames): how far past a chunk's end its rate control looks.
+X264_LOOKAHEAD = {
+    "ultrafast": 0, "superfast": 0, "veryfast": 10, "faster": 20, "fast": 30,
+    "medium": 40, "slow": 50, "slower": 60, "veryslow": 60,
+}  # fmt: skip
+
+
 def margins(plan: EncodePlan, chunk: ChunkRange) -> tuple[float, float]:
-    """(pre-roll, post-roll) seconds encoded around the chunk and dropped afterwards."""
+    """(pre-roll, post-roll) seconds encoded around the chunk and dropped afterwards.
+
+    The pre-roll is one keyframe interval (the chunk's encode then starts on the grid); the
+    post-roll covers x264's lookahead and a couple of frames, never more than an interval."""
     interval = plan.profile.keyframe_interval
-    return min(chunk.start, interval), min(max(0.0, plan.duration - chunk.end), interval)
+    fps = (plan.ladder.fps or plan.ladder.source_fps if plan.ladder else None) or 25.0
+    ahead = (X264_LOOKAHEAD.get(plan.profile.preset, 60) + 2) / fps
+    return min(chunk.start, interval), min(max(0.0, plan.duration - chunk.end), interval, ahead)
 
 
 def chunk_file(chunk: ChunkRange, rendition: str) -> str:
