@@ -1,4 +1,4 @@
-"""A chunked encode through the embedded pool (2 slots) and the scheduler, end to end.
+"""A chunked encode through the embedded pool (2 slots) and through Celery, end to end.
 
 The 12 s 1080p clip with 4 s chunks on a 2 s grid: three `encode_chunk` jobs, one `stitch`,
 and the encode completes with the stitched outputs as its own.
@@ -7,12 +7,16 @@ and the encode completes with the stitched outputs as its own.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select
+from test_celery import CeleryFarm
 
+from fixtures_db import fresh_postgres_database
+from services import require_service
 from vidfarm import jobs, videos
 from vidfarm.api.views import job_view
 from vidfarm.config import Settings
@@ -126,3 +130,38 @@ def test_cancelling_the_encode_stops_its_chunks(farm: Runtime, hd_clip: Path) ->
     )
     assert load(farm, job_id).status == "cancelled"
     assert all(load(farm, c).type == "encode_chunk" for c in children)  # no stitch was made
+
+
+@pytest.fixture
+def celery_farm(tmp_path: Path) -> Iterator[CeleryFarm]:
+    """`vidfarm serve` on PostgreSQL, Celery on Redis DB 9 (this module's), workers via HTTP."""
+    require_service("Redis", "127.0.0.1", 6379)
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    with fresh_postgres_database("vidfarm_chunked") as url:
+        farm = CeleryFarm(tmp_path / "farm", url, "redis://127.0.0.1:6379/9", "ultrafast")
+        try:
+            yield farm
+        finally:
+            farm.stop()
+
+
+def test_two_celery_workers_share_the_chunks_and_none_completes_twice(
+    celery_farm: CeleryFarm, hd_clip: Path
+) -> None:
+    farm = celery_farm
+    farm.start(VIDFARM_CHUNK_SECONDS="4", VIDFARM_CHUNK_MIN_SECONDS="10")
+    farm.start_worker("one")
+    farm.start_worker("two")
+    job_id = farm.upload(hd_clip)
+    job = farm.wait_for(job_id, lambda j: j["status"] == "completed", timeout=180)
+    chunks = job["chunks"]
+    assert [(c["type"], c["status"]) for c in chunks] == [("encode_chunk", "completed")] * 3 + [
+        ("stitch", "completed")
+    ]
+    assert all(farm.job(c["id"])["parent_id"] == job_id for c in chunks)
+    ids = [c["id"] for c in chunks]
+    assert farm.completions() == Counter({child: 1 for child in ids})  # the encode: via its stitch
+    claims = [farm.log(name).count('/claim "HTTP/1.1 200') for name in ("one", "two")]
+    assert sum(claims) == 4 and min(claims) >= 1, claims
+    manifest = farm.data_dir / "media" / job["result"]["prefix"] / "manifest.json"
+    assert [c["start"] for c in json.loads(manifest.read_text())["chunks"]] == [0, 4, 8]
