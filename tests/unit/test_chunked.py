@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import pytest
 
+from fixtures_media import MakeMedia, video_args
 from readback import read_video, top_level_atoms
 from vidfarm.errors import InvalidMedia
 from vidfarm.media.chunks import ChunkRange, encode_chunk, plan_chunks
@@ -238,3 +239,29 @@ def test_short_media_is_one_pass(small_clip: Path, tiny_profile: Profile, tmp_pa
         workers=2, chunk_seconds=CHUNK_SECONDS, min_seconds=120,
     )  # fmt: skip
     assert "chunks" not in result.manifest
+
+
+def test_overview_tiles_never_come_from_a_post_roll(
+    make_media: MakeMedia, tiny_profile: Profile, tmp_path: Path
+) -> None:
+    """At `medium` a chunk encodes 42 frames past its end: tiles starting there (every 1.2 s)
+    belong to the next chunk, and the sprite must be the single pass's."""
+    clip = make_media("chunk-sprite.mp4", *video_args("320x180", FPS, 12.0))
+    profile = tiny_profile.model_copy(update={"preset": "medium"})
+    ffmpeg = ffmpeg_executable()
+    encode(clip, tmp_path / "single", profile=profile, ffmpeg=ffmpeg)
+    encode_parallel(
+        clip, tmp_path / "chunked", profile=profile, ffmpeg=ffmpeg, workers=2,
+        chunk_seconds=CHUNK_SECONDS, min_seconds=0,
+    )  # fmt: skip
+    with (
+        av.open(str(tmp_path / "chunked" / "overview.png")) as ours,
+        av.open(str(tmp_path / "single" / "overview.png")) as theirs,
+    ):
+        a = next(ours.decode(video=0)).to_ndarray(format="gray").astype(int)
+        b = next(theirs.decode(video=0)).to_ndarray(format="gray").astype(int)
+    assert a.shape == b.shape
+    width = a.shape[1] // 10
+    for tile in range(10):  # each tile shows the same instant (a moving test pattern)
+        part = slice(tile * width, (tile + 1) * width)
+        assert abs(a[:, part] - b[:, part]).mean() < 3, tile

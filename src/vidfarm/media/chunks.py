@@ -177,8 +177,10 @@ def build_chunk_args(plan: EncodePlan, source: Path, chunk: ChunkRange) -> list[
         sprite = plan.sprite
         step, shift = f"{sprite.step:.6f}", f"{chunk.start - pre:.6f}"
         count = len(tiles)
+        # Never a frame of the post-roll: a tile starting there is the next chunk's.
+        before_end = f"lt(t+{shift},{chunk.end:.6f})*" if post > 0 else ""
         graph.append(
-            f"[b{branches - 1}]select='gte(t+{shift},{tiles.start}*{step})*"
+            f"[b{branches - 1}]select='{before_end}gte(t+{shift},{tiles.start}*{step})*"
             f"(isnan(prev_selected_t)+gt(floor((t+{shift})/{step}),"
             f"floor((prev_selected_t+{shift})/{step})))',"
             f"scale={sprite.tile_width}:{sprite.tile_height},setsar=1,"
