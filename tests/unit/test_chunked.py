@@ -21,7 +21,7 @@ import pytest
 
 from fixtures_media import MakeMedia, video_args
 from readback import read_video, top_level_atoms
-from vidfarm.errors import InvalidMedia
+from vidfarm.errors import InvalidMedia, JobCancelled
 from vidfarm.media.chunks import ChunkRange, encode_chunk, plan_chunks
 from vidfarm.media.encode import EncodeResult, encode
 from vidfarm.media.hls import read_media_playlist
@@ -265,3 +265,20 @@ def test_overview_tiles_never_come_from_a_post_roll(
     for tile in range(10):  # each tile shows the same instant (a moving test pattern)
         part = slice(tile * width, (tile + 1) * width)
         assert abs(a[:, part] - b[:, part]).mean() < 3, tile
+
+
+def test_cancel_stops_every_chunk_and_leaves_nothing(
+    hd_clip: Path, tiny_profile: Profile, tmp_path: Path
+) -> None:
+    calls: list[float] = []
+
+    def stop_soon(percent: float) -> bool:
+        calls.append(percent)
+        return len(calls) < 2
+
+    with pytest.raises(JobCancelled):
+        encode_parallel(
+            hd_clip, tmp_path / "out", profile=tiny_profile, ffmpeg=ffmpeg_executable(),
+            workers=2, chunk_seconds=CHUNK_SECONDS, min_seconds=0, on_progress=stop_soon,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

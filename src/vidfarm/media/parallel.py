@@ -97,7 +97,9 @@ def encode_parallel(
             try:
                 runs = [future.result() for future in futures]
             except BaseException:
-                stopped.set()  # the other chunks stop at their next progress report
+                stopped.set()  # running chunks stop at their next progress report
+                for future in futures:
+                    future.cancel()  # and waiting ones never start
                 raise
         stitched = stitch(
             source, plan, [(c, work / f"{c.index:05d}") for c in chunks], out_dir,
