@@ -115,6 +115,7 @@ def child_completed(session: Session, job: Job) -> None:
             status=PENDING,
             priority=parent.priority + 1,  # the last step of a waiting video goes first
             max_attempts=parent.max_attempts,
+            owner_token_id=parent.owner_token_id,
             created_at=utcnow(),
         )
     )
