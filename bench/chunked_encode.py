@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import tempfile
 import time
@@ -63,7 +64,16 @@ def main() -> None:
     parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
     parser.add_argument("--preset", default="veryfast")
     parser.add_argument("--output", type=Path, default=Path("bench/results/chunked_encode.json"))
+    parser.add_argument("--summarise", action="store_true", help="only re-read --output")
     args = parser.parse_args()
+    if args.summarise:
+        saved = json.loads(args.output.read_text(encoding="utf-8"))
+        args.duration, args.chunk = saved["summary"]["duration"], saved["chunk"]
+        args.preset = saved["summary"]["preset"]
+        report = summarise(saved["results"], args)
+        args.output.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(json.dumps(report["summary"], indent=2))
+        return
     ffmpeg = ffmpeg_executable()
     profile = load_profile("default").model_copy(update={"preset": args.preset})
     with tempfile.TemporaryDirectory(prefix="vidfarm-chunked-") as scratch:
@@ -150,6 +160,22 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
                 "predicted_speedup": round(single_wall / path, 2),
             }
         )
+    # The same on CPU seconds (one core per worker): immune to what else the machine runs.
+    chunk_cpu = statistics.mean(c["cpu_seconds"] for c in chunked["chunks"])
+    chunk_cpu *= args.chunk / chunk_seconds
+    stitch_cpu = chunked["stitch_ffmpeg_cpu_seconds"] * scale
+    single_cpu = single["cpu_seconds"] * scale
+    cpu_model = []
+    for workers in (*WORKERS, count):
+        path = math.ceil(count / workers) * chunk_cpu + stitch_cpu
+        cpu_model.append(
+            {
+                "workers": workers,
+                "critical_path_cpu_seconds": round(path, 1),
+                "stitch_share": round(stitch_cpu / path, 3),
+                "predicted_speedup": round(single_cpu / path, 2),
+            }
+        )
     summary = {
         "duration": args.duration,
         "preset": args.preset,
@@ -176,9 +202,13 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             "chunk_wall_seconds": round(chunk_wall, 1),
             "stitch_seconds": round(stitch_wall, 1),
             "by_workers": model,
+            "chunk_cpu_seconds": round(chunk_cpu, 1),
+            "stitch_cpu_seconds": round(stitch_cpu, 1),
+            "single_pass_cpu_seconds": round(single_cpu, 1),
+            "by_workers_cpu": cpu_model,
         },
     }
-    return {"summary": summary, "results": results, "machine": machine()}
+    return {"summary": summary, "chunk": args.chunk, "results": results, "machine": machine()}
 
 
 if __name__ == "__main__":
