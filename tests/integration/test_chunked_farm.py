@@ -112,6 +112,11 @@ def test_a_long_encode_runs_as_chunks_and_one_stitch(farm: Runtime, hd_clip: Pat
     master = farm.storage.local_path(f"{job.result['prefix']}/manifest.json")
     assert master is not None
     assert json.loads(master.read_text())["chunks"] == job.result["chunks"]
+    with farm.sessions() as session:  # the chunks' files went once the stitch was accepted
+        prefixes = [jobs.get_job(session, c["id"]).result["prefix"] for c in view["chunks"]]
+    assert all(farm.storage.local_path(p) for p in prefixes)
+    assert [p for p in prefixes[:3] if farm.storage.local_path(p).exists()] == []
+    assert farm.storage.local_path(prefixes[3]).exists()  # the stitch's: the outputs
 
 
 def test_cancelling_the_encode_stops_its_chunks(farm: Runtime, hd_clip: Path) -> None:

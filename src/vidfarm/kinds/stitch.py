@@ -56,7 +56,8 @@ class StitchKind:
                 "stitch_wall_seconds": result.wall_seconds,
             },
         }
-        return Publication(folder=work.folder / "out", manifest=manifest)
+        consumed = tuple(str(child["result"]["prefix"]) for child in params["children"])
+        return Publication(folder=work.folder / "out", manifest=manifest, discard=consumed)
 
     @staticmethod
     def _fetch(work: Workspace, child: dict[str, Any]) -> tuple[ChunkRange, Path]:
