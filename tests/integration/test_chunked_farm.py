@@ -7,6 +7,9 @@ and the encode completes with the stitched outputs as its own.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,6 +120,21 @@ def test_a_long_encode_runs_as_chunks_and_one_stitch(farm: Runtime, hd_clip: Pat
     assert all(farm.storage.local_path(p) for p in prefixes)
     assert [p for p in prefixes[:3] if farm.storage.local_path(p).exists()] == []
     assert farm.storage.local_path(prefixes[3]).exists()  # the stitch's: the outputs
+    env = {
+        **os.environ,
+        "VIDFARM_DATA_DIR": str(farm.settings.data_dir),
+        "VIDFARM_DATABASE_URL": farm.settings.resolved_database_url,
+    }
+    shown = subprocess.run(
+        [sys.executable, "-m", "vidfarm", "job", job_id], env=env, capture_output=True,
+        text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert shown.count("encode_chunk") == 3 and "stitch" in shown and "4-8" in shown
+    listed = subprocess.run(
+        [sys.executable, "-m", "vidfarm", "jobs"], env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert listed.count(job_id[:8]) >= 5  # the encode's own line and its four children's
 
 
 def test_cancelling_the_encode_stops_its_chunks(farm: Runtime, hd_clip: Path) -> None:
