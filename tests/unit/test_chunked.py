@@ -282,3 +282,20 @@ def test_cancel_stops_every_chunk_and_leaves_nothing(
             workers=2, chunk_seconds=CHUNK_SECONDS, min_seconds=0, on_progress=stop_soon,
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_frames_off_the_chunk_grid_keep_their_times(
+    make_media: MakeMedia, tiny_profile: Profile, tmp_path: Path
+) -> None:
+    """At 29.97 fps the first frame of the chunk starting at 4 s is at 4.004 s: it stays there."""
+    clip = make_media("chunk-ntsc.mp4", *video_args("320x180", 30000 / 1001, 12.0))
+    ffmpeg = ffmpeg_executable()
+    encode(clip, tmp_path / "single", profile=tiny_profile, ffmpeg=ffmpeg)
+    encode_parallel(
+        clip, tmp_path / "chunked", profile=tiny_profile, ffmpeg=ffmpeg, workers=2,
+        chunk_seconds=CHUNK_SECONDS, min_seconds=0,
+    )  # fmt: skip
+    ours = sorted(packet_times(segments(tmp_path / "chunked", "144p"), "video"))
+    theirs = sorted(packet_times(segments(tmp_path / "single", "144p"), "video"))
+    assert {b - a for a, b in itertools.pairwise(ours)} == {Fraction(1001, 30000)}
+    assert [t - ours[0] for t in ours] == [t - theirs[0] for t in theirs]

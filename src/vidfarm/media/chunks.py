@@ -129,13 +129,21 @@ def thumbnails_in(plan: EncodePlan, chunk: ChunkRange) -> list[tuple[int, float]
 
 
 def _holds(plan: EncodePlan, chunk: ChunkRange, at: float) -> bool:
-    """Whether the first frame at or after `at` falls in the chunk (on a constant frame
-    grid; the last chunk also takes what lies past its last frame)."""
-    fps = plan.ladder.fps or plan.ladder.source_fps if plan.ladder else None
-    first = math.ceil(at * fps - 1e-6) / fps if fps else at
+    """Whether the first frame at or after `at` falls in the chunk (the last chunk also
+    takes what lies past its last frame)."""
+    first = first_frame_at(plan, at)
     return chunk.start <= first < chunk.end or (
         chunk.end >= plan.duration - 1e-6 and first >= chunk.end
     )
+
+
+def first_frame_at(plan: EncodePlan, at: float) -> float:
+    """The output time of the first frame at or after `at`, on a constant frame grid from the
+    source's start (29.97 fps: 4.004 for 4); `at` itself when the rate is unknown."""
+    fps = plan.ladder.fps or plan.ladder.source_fps if plan.ladder else None
+    if not fps:
+        return at
+    return math.ceil((plan.start + at) * fps - 1e-6) / fps - plan.start
 
 
 def build_chunk_args(plan: EncodePlan, source: Path, chunk: ChunkRange) -> list[str]:

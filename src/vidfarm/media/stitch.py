@@ -22,7 +22,13 @@ from typing import Any
 
 from vidfarm.errors import InvalidMedia
 from vidfarm.media.arguments import aac_args, as_flags, build_subtitle_args, hls_options
-from vidfarm.media.chunks import ChunkRange, chunk_file, sprite_strip, thumbnails_in
+from vidfarm.media.chunks import (
+    ChunkRange,
+    chunk_file,
+    first_frame_at,
+    sprite_strip,
+    thumbnails_in,
+)
 from vidfarm.media.encode import TAIL_FRACTION
 from vidfarm.media.ffmpeg import ProgressCallback, run_ffmpeg
 from vidfarm.media.hls import merge_short_tail
@@ -90,11 +96,7 @@ def stitch(
         for n, rendition in enumerate(ladder.renditions, 1):
             listing = work / f"{rendition.name}.txt"
             listing.write_text(
-                "".join(
-                    f"file '{_quoted(folder / chunk_file(chunk, rendition.name))}'\n"
-                    f"duration {chunk.duration:.6f}\n"
-                    for chunk, folder in chunks
-                ),
+                concat_list(plan, [(c, f / chunk_file(c, rendition.name)) for c, f in chunks]),
                 encoding="utf-8",
             )
             args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
@@ -153,6 +155,21 @@ def stitch(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StitchResult(manifest=manifest, cpu_seconds=cpu, wall_seconds=wall)
+
+
+def concat_list(plan: EncodePlan, files: Sequence[tuple[ChunkRange, Path]]) -> str:
+    """The concat demuxer's list, each file's `duration` chosen so every frame keeps its time.
+
+    The demuxer puts a file's first frame at the sum of the durations before it; a chunk's
+    first frame lies a little after the chunk's start when frames are off the chunk grid
+    (29.97 fps: 4.004 s for a chunk starting at 4 s), so the durations carry that offset."""
+    offsets = [first_frame_at(plan, chunk.start) - chunk.start for chunk, _ in files]
+    lines = []
+    for n, (chunk, path) in enumerate(files):
+        following = offsets[n + 1] if n + 1 < len(files) else offsets[n]
+        lines.append(f"file '{_quoted(path)}'\n")
+        lines.append(f"duration {chunk.duration + following - offsets[n]:.6f}\n")
+    return "".join(lines)
 
 
 def _check_chunks(plan: EncodePlan, chunks: Sequence[tuple[ChunkRange, Path]]) -> None:
