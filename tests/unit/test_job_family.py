@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm import jobs
@@ -189,3 +189,28 @@ def test_cancelling_the_encode_cancels_its_chunks(session_factory: Factory) -> N
         )
     assert load(session_factory, parent_id).status == "cancelled"
     assert stitches(session_factory, parent_id) == []
+
+
+def test_a_chunk_held_during_the_cancel_learns_it_at_its_heartbeat(
+    session_factory: Factory,
+) -> None:
+    """Locks go child then parent; a cancel holding the parent never waits for a child whose
+    heartbeat is in flight (that was a deadlock on PostgreSQL): the child learns it later."""
+    parent_id, children = make_family(session_factory, [(0, 60), (60, 120)])
+    held = take(session_factory, children[0])
+    with session_factory() as holder:
+        if holder.get_bind().dialect.name == "postgresql":
+            holder.execute(select(Job).where(Job.id == held.job_id).with_for_update())
+            with session_factory() as session:
+                jobs.cancel(session, parent_id)  # returns: the held chunk is skipped
+            assert load(session_factory, held.job_id).status == "running"
+            assert load(session_factory, children[1]).status == "cancelled"
+            holder.rollback()
+        else:  # SQLite locks the whole database: make the parent end behind the chunk's back
+            holder.execute(update(Job).where(Job.id == parent_id).values(status="cancelled"))
+            holder.commit()
+    with session_factory() as session:
+        assert not jobs.heartbeat(
+            session, held.job_id, held.fencing_token, progress=20.0, step="x", lease_seconds=60
+        )
+    assert load(session_factory, held.job_id).status == "cancelled"

@@ -16,12 +16,13 @@ share of its children's progress (media seconds done over total).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from vidfarm.db import write_transaction
+from vidfarm.db import is_postgresql, write_transaction
 from vidfarm.jobs.clock import utcnow
 from vidfarm.jobs.followups import queue_follow_ups
 from vidfarm.jobs.rows import FINAL, PENDING, RUNNING, clear_lease, lock_row, one_line
@@ -72,7 +73,10 @@ def split(
 def children_of(session: Session, parent_id: str) -> list[Job]:
     return list(
         session.scalars(
-            select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id)
+            select(Job)
+            .where(Job.parent_id == parent_id)
+            .order_by(Job.created_at, Job.id)
+            .execution_options(populate_existing=True)
         )
     )
 
@@ -158,29 +162,57 @@ def child_failed(session: Session, job: Job) -> None:
 
 
 def cancel_children(session: Session, parent_id: str) -> None:
-    """Cancel every unfinished child; a running one learns it at its next heartbeat."""
+    """Cancel every unfinished child that no other transaction holds; one that is held (its
+    heartbeat or report is in flight) learns it at its next heartbeat (`child_progressed`).
+
+    Locks are always taken child first, then parent (heartbeat, complete, fail); holding the
+    parent here, waiting for a child would deadlock, so held children are skipped."""
     now = utcnow()
-    for child in children_of(session, parent_id):
+    for child in _unlocked_children(session, parent_id):
         if child.status in FINAL:
             continue
-        child.status = JobStatus.CANCELLED.value
-        child.error = "cancelled with its parent"
-        child.error_class = "JobCancelled"
-        child.finished_at = now
-        child.updated_at = now
-        clear_lease(child)
+        _cancel(child, now)
 
 
-def child_progressed(session: Session, job: Job) -> None:
-    """In a heartbeat's transaction: the parent's progress follows its children's."""
+def _cancel(child: Job, now: datetime) -> None:
+    child.status = JobStatus.CANCELLED.value
+    child.error = "cancelled with its parent"
+    child.error_class = "JobCancelled"
+    child.finished_at = now
+    child.updated_at = now
+    clear_lease(child)
+
+
+def child_progressed(session: Session, job: Job) -> bool:
+    """In a heartbeat's transaction (the child's row held): the parent's progress follows its
+    children's. False when the parent ended meanwhile: the child is cancelled, stop now."""
     if job.parent_id is None:
-        return
-    parent = session.get(Job, job.parent_id)
-    if parent is None or parent.status != RUNNING or job.type == parent.join_type:
-        return
-    _set_progress(
-        parent, [c for c in children_of(session, parent.id) if c.type != parent.join_type]
+        return True
+    parent = session.get(Job, job.parent_id, populate_existing=True)
+    if parent is None or parent.status != RUNNING:
+        _cancel(job, utcnow())
+        return False
+    if job.type == parent.join_type:
+        return True
+    stmt = select(Job).where(Job.id == parent.id).execution_options(populate_existing=True)
+    if is_postgresql(session):  # never wait for the parent: progress is advisory
+        stmt = stmt.with_for_update(skip_locked=True)
+    held = session.scalars(stmt).one_or_none()
+    if held is not None and held.status == RUNNING:
+        _set_progress(held, [c for c in children_of(session, held.id) if c.type != held.join_type])
+    return True
+
+
+def _unlocked_children(session: Session, parent_id: str) -> list[Job]:
+    stmt = (
+        select(Job)
+        .where(Job.parent_id == parent_id)
+        .order_by(Job.id)
+        .execution_options(populate_existing=True)
     )
+    if is_postgresql(session):
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.scalars(stmt))
 
 
 def _set_progress(parent: Job, parts: Sequence[Job]) -> None:

@@ -133,8 +133,8 @@ def heartbeat(
         job.step = step
         job.lease_expires_at = now + timedelta(seconds=lease_seconds)
         job.updated_at = now
-        child_progressed(session, job)
-    return True
+        alive = child_progressed(session, job)  # False: its parent ended, it is cancelled
+    return alive
 
 
 def reclaim_expired(
