@@ -7,6 +7,7 @@ unless VIDFARM_DEBUG=1.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -28,7 +29,6 @@ from vidfarm.cli.transcribe import transcribe as transcribe_command
 from vidfarm.cli.worker import worker_command
 from vidfarm.cli.xapi import xapi_app
 from vidfarm.config import Settings
-from vidfarm.media.encode import encode as encode_media
 from vidfarm.media.parallel import encode_parallel
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import probe
@@ -77,27 +77,21 @@ def encode(
             bar.update(task, completed=percent)
             return True
 
-        common = {
-            "profile": chosen,
-            "ffmpeg": ffmpeg_executable(config.ffmpeg),
-            "start": start,
-            "end": end,
-            "on_progress": on_progress,
-            "time_limit_factor": config.time_limit_factor,
-            "time_limit_min": config.time_limit_min_seconds,
-            "info": info,
-        }
-        if parallel > 1:
-            result = encode_parallel(
-                source,
-                output,
-                workers=parallel,
-                chunk_seconds=config.chunk_seconds,
-                min_seconds=config.chunk_min_seconds,
-                **common,  # type: ignore[arg-type]
-            )
-        else:
-            result = encode_media(source, output, **common)  # type: ignore[arg-type]
+        result = encode_parallel(  # one pass when not asked for, or when it cannot chunk
+            source,
+            output,
+            profile=chosen,
+            ffmpeg=ffmpeg_executable(config.ffmpeg),
+            workers=parallel,
+            chunk_seconds=config.chunk_seconds,
+            min_seconds=config.chunk_min_seconds if parallel > 1 else math.inf,
+            start=start,
+            end=end,
+            on_progress=on_progress,
+            time_limit_factor=config.time_limit_factor,
+            time_limit_min=config.time_limit_min_seconds,
+            info=info,
+        )
         bar.update(task, completed=100)
     table = Table("kind", "file", "size", "bytes", title=f"{output}/manifest.json")
     for entry in result.manifest["outputs"]:
