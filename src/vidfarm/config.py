@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     time_limit_min_seconds: Annotated[float, Field(gt=0)] = Field(
         default=300.0, description="...but never less than this many seconds."
     )
+    chunk_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60.0, description="Chunked encodes: media seconds per chunk (segment multiple)."
+    )
+    chunk_min_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=120.0, description="Media shorter than this is encoded in one pass."
+    )
     poll_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
         default=1.0, description="How often idle workers and the reconciler look at SQL."
     )

@@ -49,6 +49,8 @@ WAITING_STATUSES = frozenset({JobStatus.PENDING, JobStatus.QUEUED})
 class JobType(enum.StrEnum):
     ENCODE = "encode"
     TRANSCRIPTION = "transcription"
+    ENCODE_CHUNK = "encode_chunk"
+    STITCH = "stitch"
 
 
 class Visibility(enum.StrEnum):
@@ -114,6 +116,12 @@ class Job(Base):
     # Jobs to create when this one completes: [{"type": ..., "params": {...}}] (see jobs.complete)
     follow_ups: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     owner_token_id: Mapped[str | None] = mapped_column(String(32))  # who submitted it
+    # A child (a chunk of an encode, its stitch) names the job it is part of (jobs/family.py).
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    # On a parent: the job type created, once, when all its children completed (the stitch).
+    join_type: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

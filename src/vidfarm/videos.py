@@ -1,4 +1,8 @@
-"""Taking a source file in: probe it first, store it, record the video and its first job."""
+"""Taking a source file in: probe it first, store it, record the video and its first job.
+
+A long encode is split into chunks at submission (`split_encode`): the control plane decides
+from the probe kept at upload; a plan chunks cannot carry stays one `encode` job.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,10 @@ from vidfarm import jobs
 from vidfarm.config import Settings
 from vidfarm.db import write_transaction
 from vidfarm.errors import InvalidParameters, NotFound
+from vidfarm.media.chunks import plan_chunks
 from vidfarm.media.plan import FORMATS, check_formats
 from vidfarm.media.probe import MediaInfo, probe
-from vidfarm.media.profiles import load_profile, parse_resolution
+from vidfarm.media.profiles import load_profile, parse_resolution, profile_for_params
 from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id
 from vidfarm.storage import Storage
 
@@ -101,6 +106,7 @@ def submit_encode(
         else [],
     )
     record_owner(session, job, owner)
+    split_encode(session, settings, video, job)
     return job
 
 
@@ -196,3 +202,46 @@ def check_affiliation(settings: Settings, affiliation: str | None) -> None:
     if affiliation is not None and affiliation not in settings.priority_classes:
         known = ", ".join(sorted(settings.priority_classes))
         raise InvalidParameters(f"unknown affiliation {affiliation!r} (known: {known})")
+
+
+def chunk_params(settings: Settings, video: Video, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The children's params of a chunked encode of `video`, or [] for one pass."""
+    probe = video.probe or {}
+    if settings.transport == "runners" or not probe.get("video"):
+        return []
+    if len(probe.get("audio") or []) > 1 or probe.get("pictures"):
+        return []
+    if params.get("composition") or params.get("resolution"):
+        return []
+    formats = params.get("formats")
+    if formats is not None and ("hls" not in formats or "dash" in formats):
+        return []
+    profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
+    duration = float(video.duration or 0.0)
+    start = float(params.get("start") or 0.0)
+    end = float(params["end"]) if params.get("end") is not None else duration
+    ranges = plan_chunks(
+        end - start,
+        profile.segment_duration,
+        chunk_seconds=settings.chunk_seconds,
+        min_seconds=settings.chunk_min_seconds,
+    )
+    return [
+        {**params, "index": c.index, "start_at": c.start, "end_at": c.end, "weight": c.duration}
+        for c in ranges
+    ]
+
+
+def split_encode(session: Session, settings: Settings, video: Video, job: Job) -> bool:
+    """Split a new encode job into `encode_chunk` children joined by a `stitch`, if it pays."""
+    children = chunk_params(settings, video, dict(job.params))
+    if not children:
+        return False
+    jobs.split(
+        session,
+        job,
+        children,
+        child_type=JobType.ENCODE_CHUNK.value,
+        join_type=JobType.STITCH.value,
+    )
+    return True

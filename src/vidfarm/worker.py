@@ -67,6 +67,11 @@ def _publish(claim: Claim, reporter: Reporter, storage: Storage, publication: Pu
     except StaleAttempt:
         storage.delete_prefix(prefix)  # a newer attempt owns the job: drop our copy
         raise
+    for consumed in publication.discard:
+        try:
+            storage.delete_prefix(consumed)
+        except VidfarmError as error:  # the job is done; a leftover is only space
+            log.warning("job %s: could not delete %s: %s", claim.job_id, consumed, error)
 
 
 def _record(prefix: str, entry: dict[str, Any]) -> OutputRecord:

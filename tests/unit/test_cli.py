@@ -75,3 +75,38 @@ def test_errors_are_one_line(
     assert len(lines) == 1 and lines[0].startswith("vidfarm: error: "), result.stderr
     assert line in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+TINY_PROFILE = """name = "tiny"
+preset = "ultrafast"
+keyframe_interval = 2.0
+segment_duration = 2.0
+[[renditions]]
+height = 144
+min_video_bitrate = "100k"
+video_bitrate = "200k"
+max_video_bitrate = "400k"
+audio_bitrate = "64k"
+mp4 = true
+"""
+
+
+def test_encode_parallel_chunks_with_the_chunk_settings(hd_clip: Path, tmp_path: Path) -> None:
+    (tmp_path / "data" / "profiles").mkdir(parents=True)
+    (tmp_path / "data" / "profiles" / "tiny.toml").write_text(TINY_PROFILE)
+    out = tmp_path / "out"
+    args = ("encode", str(hd_clip), "-o", str(out), "--profile", "tiny", "--parallel", "2")
+    chunk_env = {"VIDFARM_CHUNK_SECONDS": "4", "VIDFARM_CHUNK_MIN_SECONDS": "10"}
+    result = vidfarm(*args, tmp_path=tmp_path, **chunk_env)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["start"] for c in manifest["chunks"]] == [0, 4, 8]
+    assert "3 chunks, 2 at a time" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no scratch left
+    again = vidfarm(*args, tmp_path=tmp_path, **chunk_env)
+    assert again.returncode == 1 and "is not empty" in again.stderr
+    zero = vidfarm(*args[:-1], "0", tmp_path=tmp_path)
+    assert zero.returncode == 2 and "--parallel" in zero.stderr
+    short = vidfarm(*args[:3], str(tmp_path / "one"), *args[4:], tmp_path=tmp_path)
+    assert short.returncode == 0, short.stderr  # 12 s < the default 120 s minimum: one pass
+    assert "chunks" not in json.loads((tmp_path / "one" / "manifest.json").read_text())

@@ -39,7 +39,10 @@ def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, A
         # While a dead worker's lease runs out its job still says running: say how quiet.
         "heartbeat_age_seconds": _round(jobs.heartbeat_age(job)),
         "news": jobs.news(job),
+        "parent_id": job.parent_id,
     }
+    if job.join_type is not None:  # a chunked encode: its chunks and its stitch
+        view["chunks"] = jobs.summary(session, job.id)
     if detail:
         view["log_tail"] = job.log_tail
         view["result"] = job.result

@@ -7,6 +7,7 @@ unless VIDFARM_DEBUG=1.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -28,7 +29,7 @@ from vidfarm.cli.transcribe import transcribe as transcribe_command
 from vidfarm.cli.worker import worker_command
 from vidfarm.cli.xapi import xapi_app
 from vidfarm.config import Settings
-from vidfarm.media.encode import encode as encode_media
+from vidfarm.media.parallel import encode_parallel
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import available_profiles, load_profile
@@ -53,6 +54,14 @@ def encode(
     start: Annotated[float | None, typer.Option(help="Cut: start at this second.")] = None,
     end: Annotated[float | None, typer.Option(help="Cut: end at this second.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    parallel: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Encode in chunks, this many ffmpeg processes at once (VIDFARM_CHUNK_SECONDS, "
+            "VIDFARM_CHUNK_MIN_SECONDS); 1 is one pass.",
+        ),
+    ] = 1,
 ) -> None:
     """Encode SOURCE into OUTPUT: HLS ladder, MP4, MP3, thumbnails, sprite, manifest.json."""
     config = settings()
@@ -68,11 +77,14 @@ def encode(
             bar.update(task, completed=percent)
             return True
 
-        result = encode_media(
+        result = encode_parallel(  # one pass when not asked for, or when it cannot chunk
             source,
             output,
             profile=chosen,
             ffmpeg=ffmpeg_executable(config.ffmpeg),
+            workers=parallel,
+            chunk_seconds=config.chunk_seconds,
+            min_seconds=config.chunk_min_seconds if parallel > 1 else math.inf,
             start=start,
             end=end,
             on_progress=on_progress,
@@ -86,6 +98,8 @@ def encode(
         size = f"{entry['width']}x{entry['height']}" if entry.get("width") else ""
         table.add_row(entry["kind"], entry["path"], size, str(entry["size"]))
     console.print(table)
+    if "chunks" in result.manifest:
+        console.print(f"{len(result.manifest['chunks'])} chunks, {parallel} at a time")
     speed = result.manifest["duration"] / max(result.run.wall_seconds, 1e-6)
     console.print(
         f"{result.manifest['duration']:.1f} s of media in {result.run.wall_seconds:.1f} s "

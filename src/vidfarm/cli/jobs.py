@@ -81,7 +81,9 @@ def list_jobs(
     if status is not None and status not in {s.value for s in JobStatus}:
         fail(f"unknown status {status!r} (one of: {', '.join(s.value for s in JobStatus)})")
     with runtime() as rt, rt.sessions() as session:
-        table = Table("id", "type", "status", "progress", "rank", "attempts", "video", "error")
+        table = Table(
+            "id", "type", "status", "progress", "rank", "attempts", "video", "parent", "error"
+        )
         for job in jobs.list_jobs(session, status=status, limit=limit):
             position, waiting = jobs.rank(session, job.id)
             table.add_row(
@@ -92,6 +94,7 @@ def list_jobs(
                 f"{position}/{waiting}" if position else "",
                 f"{job.attempts}/{job.max_attempts}",
                 job.video_id or "",
+                (job.parent_id or "")[:8],
                 job.error or "",
             )
         console.print(table)
@@ -128,12 +131,22 @@ def _print_job(session: Any, job: Job) -> None:
         "created": job.created_at,
         "finished": job.finished_at or "-",
         "error": f"{job.error} ({job.error_class})" if job.error else "-",
+        "parent": job.parent_id or "-",
     }
     for key, value in rows.items():
         console.print(f"[bold]{key:>9}[/bold]  {value}", highlight=False)
     if job.log_tail:
         console.print("[bold]      log[/bold]", highlight=False)
         console.print(job.log_tail, markup=False, highlight=False)
+    if job.join_type is not None:
+        table = Table("chunk", "type", "status", "progress", "span (s)", "attempts")
+        for child in jobs.summary(session, job.id):
+            span = f"{child['start']:g}-{child['end']:g}" if child["start"] is not None else ""
+            table.add_row(
+                child["id"], child["type"], child["status"], f"{child['progress']:.0f}%", span,
+                str(child["attempts"]),
+            )  # fmt: skip
+        console.print(table)
     outputs = session.query(Output).filter(Output.job_id == job.id).all()
     if outputs:
         table = Table("kind", "key", "size", "bytes")

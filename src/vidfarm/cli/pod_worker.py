@@ -42,7 +42,7 @@ def pod_worker_command(
         float,
         typer.Option(
             min=0.1,
-            help="First wait in the broker of a statement the LRS did not take (doubles to 10 min).",
+            help="First wait in the broker of a statement the LRS refused (doubles to 10 min).",
         ),
     ] = 30.0,
     metrics_port: Annotated[

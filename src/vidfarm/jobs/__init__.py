@@ -10,6 +10,7 @@ reclaim what a lost worker held), `failures` decides between retry and a final s
 
 from vidfarm.jobs.clock import as_utc, as_utc_or_none, utcnow
 from vidfarm.jobs.failures import backoff_delay, fail
+from vidfarm.jobs.family import children_of, split, summary
 from vidfarm.jobs.leases import claim_job, claim_next, heartbeat, reclaim_expired
 from vidfarm.jobs.lifecycle import (
     FollowUp,
@@ -45,6 +46,7 @@ __all__ = [
     "as_utc_or_none",
     "backoff_delay",
     "cancel",
+    "children_of",
     "claim_job",
     "claim_next",
     "clear_waiting",
@@ -65,6 +67,8 @@ __all__ = [
     "reclaim_expired",
     "release",
     "restart",
+    "split",
+    "summary",
     "unqueue",
     "utcnow",
 ]

@@ -16,6 +16,7 @@ from vidfarm.errors import (
     VidfarmError,
 )
 from vidfarm.jobs.clock import utcnow
+from vidfarm.jobs.family import child_failed
 from vidfarm.jobs.rows import (
     PENDING,
     check_current,
@@ -51,6 +52,7 @@ def fail(
             return job
         check_current(job, fencing_token)
         record_failure(job, error, log_tail, utcnow(), retry_base, retry_max, rng)
+        child_failed(session, job)
     return job
 
 

@@ -22,6 +22,7 @@ from vidfarm.errors import (
 )
 from vidfarm.jobs.clock import as_utc, utcnow
 from vidfarm.jobs.failures import record_failure
+from vidfarm.jobs.family import child_failed, child_progressed
 from vidfarm.jobs.queries import CLAIM_ORDER
 from vidfarm.jobs.rows import (
     QUEUED,
@@ -132,7 +133,8 @@ def heartbeat(
         job.step = step
         job.lease_expires_at = now + timedelta(seconds=lease_seconds)
         job.updated_at = now
-    return True
+        alive = child_progressed(session, job)  # False: its parent ended, it is cancelled
+    return alive
 
 
 def reclaim_expired(
@@ -159,4 +161,5 @@ def reclaim_expired(
             owner = job.lease_owner or "unknown worker"
             error = LeaseExpired(f"lease expired (worker lost): {owner}, attempt {job.attempts}")
             record_failure(job, error, [], now, retry_base, retry_max, rng)
+            child_failed(session, job)
     return [job.id for job in expired]

@@ -35,12 +35,13 @@ from vidfarm.errors import (
     JobCancelled,
 )
 from vidfarm.jobs.clock import utcnow
+from vidfarm.jobs.family import cancel_children, child_completed
+from vidfarm.jobs.followups import queue_follow_ups
 from vidfarm.jobs.rows import (
     FINAL,
     IN_CHUNK,
     PENDING,
     QUEUED,
-    RUNNING,
     WAITING,
     check_current,
     clear_lease,
@@ -217,37 +218,9 @@ def complete(
         job.finished_at = now
         job.updated_at = now
         clear_lease(job)
-        _queue_follow_ups(session, job)
+        queue_follow_ups(session, job)
+        child_completed(session, job)
     return job
-
-
-def _queue_follow_ups(session: Session, job: Job) -> None:
-    """Create the jobs this one declared as its follow-ups (an encode's transcription, say).
-
-    In the completion's own transaction, so it happens exactly once per accepted attempt,
-    whatever carried the report; one of the same type for the video, already waiting, running
-    or done, is reused rather than doubled (a restarted encode does not transcribe twice).
-    """
-    if not job.follow_ups or job.video_id is None:
-        return
-    for spec in job.follow_ups:
-        existing = session.scalar(
-            select(Job.id)
-            .where(Job.video_id == job.video_id, Job.type == spec["type"])
-            .where(Job.status.in_([*WAITING, RUNNING, JobStatus.COMPLETED.value]))
-            .limit(1)
-        )
-        if existing is None:
-            session.add(
-                Job(
-                    type=spec["type"],
-                    video_id=job.video_id,
-                    params=dict(spec.get("params") or {}),
-                    status=PENDING,
-                    priority=job.priority,
-                    max_attempts=job.max_attempts,
-                )
-            )
 
 
 def release(session: Session, job_id: str, fencing_token: int) -> Job:
@@ -281,6 +254,7 @@ def cancel(session: Session, job_id: str) -> Job:
         job.finished_at = now
         job.updated_at = now
         clear_lease(job)
+        cancel_children(session, job_id)
     return job
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from vidfarm.errors import InvalidParameters
 from vidfarm.kinds.base import JobKind, Publication, Workspace
+from vidfarm.kinds.chunk import EncodeChunkKind
 from vidfarm.kinds.encode import EncodeKind
+from vidfarm.kinds.stitch import StitchKind
 from vidfarm.kinds.transcription import TranscriptionKind
 
 __all__ = ["KINDS", "JobKind", "Publication", "Workspace", "kind_for"]
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (EncodeKind(), TranscriptionKind())}
+KINDS: dict[str, JobKind] = {
+    kind.name: kind for kind in (EncodeKind(), TranscriptionKind(), EncodeChunkKind(), StitchKind())
+}
 
 
 def kind_for(job_type: str) -> JobKind:

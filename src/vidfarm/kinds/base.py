@@ -61,6 +61,9 @@ class Publication:
 
     folder: Path
     manifest: dict[str, Any]
+    #: Storage prefixes this attempt consumed and nobody needs once its completion is
+    #: accepted (a stitch's chunks); the worker core deletes them then, never before.
+    discard: tuple[str, ...] = ()
 
 
 class JobKind(Protocol):

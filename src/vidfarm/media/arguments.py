@@ -157,12 +157,12 @@ def _video_args(
         extras = plan.extra_audio if rendition.mp4 else []
         for stream, _ in extras:
             args += ["-map", f"0:{stream.index}"]
-        args += _x264_args(profile, ladder, rendition)
+        args += x264_args(profile, ladder, rendition)
         if plan.has_audio:
-            args += _aac_args(profile, rendition.audio_bitrate)
+            args += aac_args(profile, rendition.audio_bitrate)
         muxers = []
         if plan.hls:
-            hls = _hls_options(profile, rendition.name)
+            hls = hls_options(profile, rendition.name)
             if extras:  # the variant carries video and the first audio; the rest are alternates
                 hls = f"select={'0,1' if plan.has_audio else '0'}:{hls}"
             muxers.append((hls, f"{rendition.name}.m3u8"))
@@ -170,14 +170,14 @@ def _video_args(
             muxers.append(("f=mp4:movflags=+faststart", f"{rendition.name}.mp4"))
         if len(muxers) == 1:
             options, name = muxers[0]
-            args += [*_as_flags(options), name]
+            args += [*as_flags(options), name]
         else:  # one encoded stream, several files: ffmpeg's tee muxer
             args += ["-f", "tee", "|".join(f"[{options}]{name}" for options, name in muxers)]
     if plan.hls and not plan.dash:
         for stream, name in plan.extra_audio:  # encoded once, an HLS alternate rendition
             args += ["-map", f"0:{stream.index}", "-vn"]
-            args += _aac_args(profile, ladder.top.audio_bitrate)
-            args += [*_as_flags(_hls_options(profile, name)), f"{name}.m3u8"]
+            args += aac_args(profile, ladder.top.audio_bitrate)
+            args += [*as_flags(hls_options(profile, name)), f"{name}.m3u8"]
     # Image outputs pass frames through as they come: the default (constant frame rate) would
     # repeat the last picture at every frame tick until the next one, encoding thousands.
     image = ["-fps_mode", "passthrough", "-update", "1"]
@@ -192,10 +192,10 @@ def _dash_args(plan: EncodePlan, ladder: Ladder, audio: _SourceAudio) -> list[st
     """All renditions in one DASH output (one adaptation set each for video and audio)."""
     args: list[str] = []
     for i, rendition in enumerate(ladder.renditions):
-        args += ["-map", f"[v{i}]", *_x264_args(plan.profile, ladder, rendition, f"v:{i}")]
+        args += ["-map", f"[v{i}]", *x264_args(plan.profile, ladder, rendition, f"v:{i}")]
     sets = "id=0,streams=v"
     if plan.has_audio:
-        args += ["-map", audio.next(), *_aac_args(plan.profile, ladder.top.audio_bitrate)]
+        args += ["-map", audio.next(), *aac_args(plan.profile, ladder.top.audio_bitrate)]
         sets += " id=1,streams=a"
     return [
         *args,
@@ -219,21 +219,19 @@ def _dash_args(plan: EncodePlan, ladder: Ladder, audio: _SourceAudio) -> list[st
 
 def _audio_only_args(plan: EncodePlan) -> list[str]:
     profile = plan.profile
-    hls = _hls_options(profile, "audio")
+    hls = hls_options(profile, "audio")
     return [
         "-map",
         "0:a:0",
         "-vn",
-        *_aac_args(profile, profile.audio_only_bitrate),
+        *aac_args(profile, profile.audio_only_bitrate),
         "-f",
         "tee",
         f"[f=ipod:movflags=+faststart]audio.m4a|[{hls}]audio.m3u8",
     ]
 
 
-def _x264_args(
-    profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v"
-) -> list[str]:
+def x264_args(profile: Profile, ladder: Ladder, rendition: Rendition, spec: str = "v") -> list[str]:
     """x264 options for the video stream(s) matching `spec` in the current output."""
     maxrate, bufsize = vbv_limits(rendition.max_video_bitrate, ladder.segment_duration)
     options = {
@@ -265,11 +263,11 @@ def vbv_limits(max_bitrate: int, segment_duration: float) -> tuple[int, int]:
     return rate, round(rate * VBV_BUFFER_SECONDS)
 
 
-def _aac_args(profile: Profile, bitrate: int) -> list[str]:
+def aac_args(profile: Profile, bitrate: int) -> list[str]:
     return ["-c:a", "aac", "-b:a", str(bitrate), "-ar", str(profile.audio_sample_rate), "-ac", "2"]
 
 
-def _hls_options(profile: Profile, name: str) -> str:
+def hls_options(profile: Profile, name: str) -> str:
     """HLS muxer options, the same whether the HLS muxer is an output of its own or a slave
     of the tee muxer.
 
@@ -295,7 +293,7 @@ def _hls_options(profile: Profile, name: str) -> str:
     )
 
 
-def _as_flags(tee_options: str) -> list[str]:
+def as_flags(tee_options: str) -> list[str]:
     flags: list[str] = []
     for option in tee_options.split(":"):
         key, _, value = option.partition("=")

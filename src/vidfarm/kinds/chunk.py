@@ -1,0 +1,56 @@
+"""The `encode_chunk` kind: one range of a chunked encode, every rendition's video at once.
+
+It publishes the chunk's files (video per rendition, its thumbnails and overview strip) under
+its attempt's prefix but records no outputs: they are material for the `stitch`, which finds
+them through this job's result (`prefix`, `files`).
+"""
+
+from __future__ import annotations
+
+from vidfarm.claims import Claim, Reporter
+from vidfarm.kinds.base import Publication, Workspace
+from vidfarm.media.chunks import ChunkRange, encode_chunk
+from vidfarm.media.plan import plan_encode
+from vidfarm.media.probe import probe
+from vidfarm.media.profiles import profile_for_params
+from vidfarm.media.tools import ffmpeg_executable
+from vidfarm.models import JobType
+
+
+def chunk_of(params: dict[str, object]) -> ChunkRange:
+    return ChunkRange(
+        index=int(str(params["index"])),
+        start=float(str(params["start_at"])),
+        end=float(str(params["end_at"])),
+    )
+
+
+class EncodeChunkKind:
+    name = JobType.ENCODE_CHUNK.value
+    queue = "encoding"
+    runner_task: str | None = None  # a foreign runner gets whole videos
+
+    def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
+        settings, params = work.settings, claim.params
+        profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
+        source = work.source(claim)
+        plan = plan_encode(
+            probe(source), profile, start=params.get("start"), end=params.get("end"),
+            formats=params.get("formats"),
+        )  # fmt: skip
+        chunk = chunk_of(params)
+        reporter.progress(0.0, "encoding")
+        out = work.folder / "out"
+        run = encode_chunk(
+            source, plan, chunk, out, ffmpeg=ffmpeg_executable(settings.ffmpeg),
+            on_progress=lambda percent: reporter.progress(percent, "encoding"),
+            time_limit_factor=settings.time_limit_factor,
+            time_limit_min=settings.time_limit_min_seconds,
+        )  # fmt: skip
+        manifest = {
+            "outputs": [],
+            "chunk": chunk.to_dict(),
+            "files": sorted(p.name for p in out.iterdir()),
+            "encode": {"cpu_seconds": run.cpu_seconds, "wall_seconds": run.wall_seconds},
+        }
+        return Publication(folder=out, manifest=manifest)
