@@ -7,6 +7,7 @@ unless VIDFARM_DEBUG=1.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -98,12 +99,23 @@ def encode(
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="API-only replica: no embedded worker pool.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")
+    ] = 1,
 ) -> None:
-    """Run the farm: HTTP API, reconcile loop and the embedded worker pool."""
+    """Run the farm: HTTP API, reconcile loop and the embedded worker pool.
+
+    Replicas on one PostgreSQL share the work; the reconciler runs on one of them at a time.
+    """
     import uvicorn
 
     from vidfarm.api.app import create_app
 
+    if no_workers:  # read by every uvicorn worker process through the settings
+        os.environ["VIDFARM_EMBEDDED_POOL"] = "false"
     config = settings()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -113,6 +125,7 @@ def serve(
     console.print(
         f"vidfarm {__version__}: data in {config.data_dir.resolve()}, database "
         f"{rt.engine.url.render_as_string(hide_password=True)}, {_transport_line(config)}"
+        + (f", {workers} API processes" if workers > 1 else "")
     )
     with rt.sessions() as session:
         if not has_admin_token(session):
@@ -125,10 +138,23 @@ def serve(
         f"API on http://{host or config.host}:{port or config.port} (docs at /docs); "
         "submit work with: vidfarm submit FILE   (then: vidfarm jobs)"
     )
+    listen_host, listen_port = host or config.host, port or config.port
+    if workers > 1:  # each process opens its own runtime (migrations are serialised)
+        rt.engine.dispose()
+        uvicorn.run(
+            "vidfarm.api.server:app_from_settings",
+            factory=True,
+            workers=workers,
+            host=listen_host,
+            port=listen_port,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )
+        return
     uvicorn.run(
         create_app(rt),
-        host=host or config.host,
-        port=port or config.port,
+        host=listen_host,
+        port=listen_port,
         log_level="info",
         timeout_graceful_shutdown=30,
     )
