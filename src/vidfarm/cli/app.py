@@ -20,6 +20,7 @@ from rich.table import Table
 from vidfarm import __version__
 from vidfarm.auth import has_admin_token
 from vidfarm.cli import jobs as jobs_commands
+from vidfarm.cli.deploy import deploy_app
 from vidfarm.cli.pod_worker import pod_worker_command
 from vidfarm.cli.runner import runner_command
 from vidfarm.cli.runners import runners_app
@@ -212,6 +213,7 @@ app.command()(guarded(jobs_commands.restart))
 app.add_typer(token_app, name="token")
 app.add_typer(xapi_app, name="xapi")
 app.add_typer(runners_app, name="runners")
+app.add_typer(deploy_app, name="deploy")
 app.command("transcribe")(guarded(transcribe_command))
 app.command("runner")(guarded(runner_command))
 app.command("worker")(guarded(worker_command))
