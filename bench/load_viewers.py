@@ -25,6 +25,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -262,6 +263,20 @@ def measure(
     return step
 
 
+def drain(server: Server, timeout: float = 120.0) -> None:
+    """Wait until vidfarm answers promptly again: a step must not inherit the last one's queue."""
+    deadline = time.monotonic() + timeout
+    quick = 0
+    while time.monotonic() < deadline and quick < 3:
+        start = time.perf_counter()
+        try:
+            httpx.get(server.url + "/healthz", timeout=10)
+            quick = quick + 1 if time.perf_counter() - start < 0.05 else 0
+        except httpx.HTTPError:
+            quick = 0
+        time.sleep(0.2)
+
+
 def knee(steps: list[Step], front: str) -> str:
     held = [s.viewers for s in steps if s.front == front and s.ok]
     failed = [s.viewers for s in steps if s.front == front and not s.ok]
@@ -309,6 +324,8 @@ def render(steps: list[Step], args: Any) -> str:
         f"{knee(steps, 'vidfarm')} viewers; through nginx {knee(steps, 'nginx')} viewers."
     )
     notes = [
+        "- Steps run one after the other, vidfarm then nginx for each count, each after vidfarm "
+        "answers promptly again; vidfarm alone is not loaded further once a step failed.",
         f"- {args.seconds:.0f} s per step; {args.pollers} job pollers (1/s each) and one "
         f"upload every {args.upload_every:.0f} s in every step; one uvicorn worker, one embedded "
         "worker idle (auto-encode off); nginx with `worker_processes auto`.",
@@ -326,7 +343,7 @@ def render(steps: list[Step], args: Any) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--client", help=argparse.SUPPRESS)
-    parser.add_argument("--viewers", default="100,300,600,1000,1600")
+    parser.add_argument("--viewers", default="50,100,200,400,800,1600")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pollers", type=int, default=10)
     parser.add_argument("--upload-every", type=float, default=5.0)
@@ -336,6 +353,8 @@ def main() -> int:
 
         json.dump(asyncio.run(run(json.loads(args.client))), sys.stdout)
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # run the clean-up below
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     counts = [int(x) for x in args.viewers.split(",")]
     if max(counts) > MAX_VIEWERS or min(counts) < 1 or not 1 <= args.seconds <= 300:
         parser.error(f"1..{MAX_VIEWERS} viewers and 1..300 s per step")
@@ -357,11 +376,18 @@ def main() -> int:
         server.start()
         args.master, args.poll_path, args.upload_file = prepare(server, work)
         nginx, nginx_url = start_nginx(server, work / "nginx")
-        steps = []
+        steps: list[Step] = []
         for viewers in counts:
-            steps.append(measure("vidfarm", server.url, viewers, server, [server.pid], args))
+            if all(s.ok for s in steps if s.front == "vidfarm"):  # stop past its knee
+                drain(server)
+                steps.append(measure("vidfarm", server.url, viewers, server, [server.pid], args))
+            drain(server)
             steps.append(measure("nginx", nginx_url, viewers, server, [nginx.pid], args))
-        markdown = render(steps, args)
+        statuses = server.access_status_counts()
+        markdown = render(steps, args) + (
+            f"\n- vidfarm's access log over the whole run, by status: {statuses}; warnings and "
+            f"errors in its log: {server.log_findings(4) or 'none'}.\n"
+        )
         print(markdown)
         write_section("load_viewers", markdown)
     finally:
