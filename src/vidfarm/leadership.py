@@ -63,8 +63,12 @@ class Leadership:
                 log.warning("leadership check failed: %s", str(error).splitlines()[0])
                 self._drop()
                 leading = False
-            if leading != self._leading:
-                log.warning("this replica %s", "leads now" if leading else "no longer leads")
+            if leading != self._leading:  # losing the lead is the news worth a warning
+                log.log(
+                    logging.INFO if leading else logging.WARNING,
+                    "this replica %s",
+                    "leads now (reconciler, xAPI delivery)" if leading else "no longer leads",
+                )
                 self._leading = leading
             return leading
 

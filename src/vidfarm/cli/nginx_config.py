@@ -152,6 +152,8 @@ http {{
 {cors}
     upstream vidfarm {{
 {servers}        keepalive 32;
+        # Under uvicorn's 5 s: a connection it closed is never reused for an upload (a 502).
+        keepalive_timeout 4s;
     }}
 
     server {{
