@@ -13,6 +13,7 @@ served by presigned URLs.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from vidfarm.errors import VidfarmError
 from vidfarm.media.outputs import MASTER_PLAYLIST
 from vidfarm.storage import Storage
 
+log = logging.getLogger(__name__)
+
 PUBLISHED = "published"
 MARKER = ".attempt"
 
@@ -36,6 +39,16 @@ def publish_view(
     root = storage.local_path(PUBLISHED)
     if root is None:
         return None
+    try:
+        _publish(session, storage, root, video_id, job_ids)
+    except OSError as error:  # nginx then passes these URLs to vidfarm, which serves them
+        log.warning("published view of video %s not updated: %s", video_id, error)
+    return root
+
+
+def _publish(
+    session: Session, storage: Storage, root: Path, video_id: str, job_ids: Iterable[str]
+) -> None:
     for job_id in sorted(set(job_ids)):
         try:
             master = resolve(session, f"{video_id}/{job_id}/{MASTER_PLAYLIST}")
@@ -45,7 +58,6 @@ def publish_view(
         _link_job(session, storage, folder, video_id, job_id)
         if master is not None and master.subtitles and (folder / MASTER_PLAYLIST).exists():
             _write(folder / MASTER_PLAYLIST, master_text(storage, master))
-    return root
 
 
 def _link_job(session: Session, storage: Storage, folder: Path, video_id: str, job_id: str) -> None:

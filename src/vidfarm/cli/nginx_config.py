@@ -121,6 +121,17 @@ _MEDIA = """\
             add_header Access-Control-Allow-Origin $vidfarm_cors always;
             add_header Access-Control-Expose-Headers "{exposed}" always;
             add_header X-Content-Type-Options nosniff always;
+            # Signed but not in the view yet (links minted elsewhere): vidfarm answers.
+            error_page 404 = @vidfarm_media;
+        }}
+
+        location @vidfarm_media {{
+            proxy_pass http://vidfarm;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
         }}
 """
 
