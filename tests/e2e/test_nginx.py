@@ -2,8 +2,9 @@
 
 A signed playback URL plays through nginx (master, variant, a segment by Range, with the
 content types, cache headers and CORS a player needs), goes on playing once `vidfarm serve`
-is stopped, and a bad or expired signature is refused. nginx runs in the foreground with a
-temporary prefix on a free port; without nginx the test skips (fails when CI is set).
+is stopped, and a bad or expired signature is refused; hls.js plays the embed page through
+it. nginx runs in the foreground with a temporary prefix on a free port; without nginx the
+test skips (fails when CI is set).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from farm_browser import TINY_PROFILE, Server
+from farm_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TINY_PROFILE,
+    Server,
+    require_chromium,
+    require_hls_js,
+)
+from farm_browser import wait_until as play_until
 
 from services import free_port
 from waiting import wait_until
@@ -163,3 +172,39 @@ def test_signed_media_through_nginx_without_vidfarm(
     assert httpx.get(f"{nginx}/healthz").status_code == 502  # vidfarm is gone
     assert play() == first  # the video still plays
     assert httpx.get(refused[0]).status_code == 403
+
+
+def test_hls_js_plays_the_embed_through_nginx(server: Server, nginx: str, small_clip: Path) -> None:
+    """The embed page (proxied) plays with hls.js; every media request is nginx's /media/n/."""
+    require_chromium()
+    require_hls_js()
+    from playwright.sync_api import sync_playwright
+
+    headers = {"Authorization": f"Bearer {server.admin}"}
+    with small_clip.open("rb") as handle:
+        answer = httpx.post(
+            f"{nginx}/videos/upload", headers=headers, files={"file": handle}, timeout=60
+        ).json()
+    server.wait_job(answer["job_id"], {"completed"})
+    video = answer["file_id"]
+    changed = httpx.patch(
+        f"{nginx}/api/v1/videos/{video}", headers=headers, json={"visibility": "unlisted"}
+    )
+    assert changed.status_code == 200, changed.text
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(f"{nginx}/embed/{video}")
+            page.locator('#player[data-mode="hls"]').wait_for()
+            page.locator("#play").click()
+            play_until(page, "document.getElementById('video').currentTime > 1")
+            assert page.evaluate("window.vidfarmPlayer.error") is None
+        finally:
+            browser.close()
+    media = [url for url in requests if "/media/" in url]
+    assert any(url.endswith(".ts") for url in media), media
+    assert all(url.startswith(f"{nginx}/media/n/") for url in media), media
