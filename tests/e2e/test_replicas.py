@@ -35,6 +35,8 @@ def _replica(data_dir: Path, url: str, *args: str) -> Server:
         "VIDFARM_DATABASE_URL": url,
         "VIDFARM_POLL_SECONDS": "0.2",
         "VIDFARM_LEASE_SECONDS": "3",
+        "VIDFARM_RETRY_BASE_SECONDS": "0.1",  # a reclaimed job runs again at once
+        "VIDFARM_RETRY_MAX_SECONDS": "0.5",
         "VIDFARM_WORKER_CONCURRENCY": "1",
     }
     return Server(data_dir=data_dir, env=env, serve_args=list(args))
@@ -79,8 +81,8 @@ def database(postgres_available: None) -> Iterator[str]:
 
 @pytest.fixture
 def clip(make_media: MakeMedia) -> Path:
-    """Long enough (8 s) that a job is still running when its replica is killed."""
-    return make_media("replicas.mp4", *video_args("320x180", 25, 8.0))
+    """Long enough (5 s) that a job is still running when its replica is killed."""
+    return make_media("replicas.mp4", *video_args("320x180", 25, 5.0))
 
 
 def test_two_replicas_one_killed(tmp_path: Path, database: str, clip: Path) -> None:
