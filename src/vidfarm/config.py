@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     worker_concurrency: Annotated[int, Field(ge=1, le=64)] = Field(
         default=1, description="Jobs the embedded worker pool runs at once."
     )
+    embedded_pool: bool = Field(
+        default=True, description="Run the embedded pool in serve; false: API-only replica."
+    )
     default_profile: str = Field(
         default="default", description="Encoding profile used when a job names none."
     )
@@ -147,6 +150,9 @@ class Settings(BaseSettings):
     media_signing_key: SecretStr = Field(
         default=SecretStr(""),
         description="HMAC key of signed media URLs; empty: <data_dir>/media-signing-key.",
+    )
+    media_url_scheme: Literal["hmac", "nginx"] = Field(
+        default="hmac", description="`nginx`: secure_link URLs nginx checks (deploy nginx)."
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

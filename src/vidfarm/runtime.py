@@ -15,6 +15,7 @@ from vidfarm.db import make_engine, make_session_factory, migrate
 from vidfarm.dispatch import Dispatcher
 from vidfarm.dispatch.local import LocalDispatcher, WorkerPool
 from vidfarm.errors import ConfigError, DatabaseUnavailable, InvalidParameters
+from vidfarm.leadership import Leadership
 from vidfarm.media.profiles import load_profile
 from vidfarm.scheduler import Scheduler
 from vidfarm.storage import Storage, make_storage
@@ -35,6 +36,7 @@ class Runtime:
     scheduler: Scheduler | None = None
     dispatcher: Dispatcher | None = field(default=None)
     xapi: XapiDelivery | None = None
+    leadership: Leadership | None = None
 
     def run_job(self, claim: Claim, reporter: Reporter) -> None:
         run_job(claim, reporter, settings=self.settings, storage=self.storage)
@@ -62,12 +64,22 @@ class Runtime:
             return RunnersDispatcher(self.sessions, self.settings, self.storage)
         return LocalDispatcher(self.sessions, pool)
 
+    @property
+    def leading(self) -> bool:
+        """This replica runs the reconciler and delivery loops now (see leadership.py)."""
+        return self.leadership is not None and self.leadership.held()
+
     def start_farm(self) -> None:
-        """Start the transport (the embedded pool, when local) and the reconcile loop."""
-        if self.settings.transport == "local":
+        """Start the transport (the embedded pool, when local and wanted) and the reconcile loop.
+
+        The reconcile and delivery loops tick only while this replica leads.
+        """
+        if self.settings.transport == "local" and self.settings.embedded_pool:
             self.pool = WorkerPool(self.sessions, self.settings, self.run_job)
+        self.leadership = Leadership(self.engine, self.settings.data_dir)
+        leader = self.leadership.held
         self.dispatcher = self.make_dispatcher(self.pool)
-        self.scheduler = Scheduler(self.sessions, self.dispatcher, self.settings)
+        self.scheduler = Scheduler(self.sessions, self.dispatcher, self.settings, leader=leader)
         self.dispatcher.start()
         self.scheduler.start()
         if self.settings.xapi_enabled:
@@ -75,7 +87,7 @@ class Runtime:
             load_actor_secret(secret, self.settings.data_dir)  # create the key at first start
             if self.settings.xapi_lrs_url and self.settings.transport != "celery":
                 # With Celery, delivery runs on the `xapi` queue (see dispatch/celery.py).
-                self.xapi = XapiDelivery(self.sessions, self.settings)
+                self.xapi = XapiDelivery(self.sessions, self.settings, leader=leader)
                 self.xapi.start()
 
     def stop_farm(self, timeout: float = 30.0) -> None:
@@ -88,6 +100,9 @@ class Runtime:
             self.scheduler = None
         if self.dispatcher:
             self.dispatcher.stop(timeout)
+        if self.leadership:
+            self.leadership.release()  # another replica takes over at its next poll
+            self.leadership = None
 
     def close(self) -> None:
         self.stop_farm()

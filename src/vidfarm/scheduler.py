@@ -1,8 +1,10 @@
 """The reconcile loop: return lost jobs to the queue and dispatch jobs that are due.
 
 It only reads and fixes SQL, so running it twice (serve and `vidfarm process-tasks` at once)
-is harmless: reclaiming and queueing are conditional updates. It also sweeps the scratch space
-(attempt folders, half uploads) that dead processes left, at start and every few minutes.
+is harmless: reclaiming and queueing are conditional updates. Among replicas, the loop ticks
+only on the leader (`leader`, see leadership.py), so N replicas do not multiply its SQL load.
+It also sweeps the scratch space (attempt folders, half uploads) that dead processes left, at
+start and every few minutes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,11 +42,13 @@ class Scheduler:
         settings: Settings,
         *,
         rng: random.Random | None = None,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         self._sessions = session_factory
         self._dispatcher = dispatcher
         self._settings = settings
         self._rng = rng
+        self._leader = leader
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +99,8 @@ class Scheduler:
         swept = time.monotonic()
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self._leader is None or self._leader():
+                    self.tick()
                 if time.monotonic() - swept >= SWEEP_EVERY_SECONDS:
                     swept = time.monotonic()
                     self.sweep()

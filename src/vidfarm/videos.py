@@ -156,6 +156,7 @@ def delete_video(session: Session, storage: Storage, video_id: str) -> None:
             jobs.cancel(session, job.id)
     storage.delete_prefix(f"videos/{video_id}")
     storage.delete_prefix(f"sources/{video_id}")
+    storage.delete_prefix(f"published/{video_id}")  # the view nginx serves (api/published.py)
     session.delete(session.get(Video, video_id))
     session.commit()
 

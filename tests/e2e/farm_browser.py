@@ -127,6 +127,7 @@ class Server:
     user: str = ""
     process: subprocess.Popen[bytes] | None = None
     routes: set[str] = field(default_factory=set)
+    serve_args: list[str] = field(default_factory=list)  # e.g. ["--no-workers"]
 
     def cli(self, *args: str) -> str:
         result = subprocess.run(
@@ -148,7 +149,10 @@ class Server:
         self.user = self.cli("token", "create", "--role", "user", "--name", "e2e-user")
         log = (self.data_dir / "serve.log").open("ab")
         self.process = subprocess.Popen(
-            [*VIDFARM, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [*VIDFARM, "serve", *self.serve_args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

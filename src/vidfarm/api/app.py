@@ -53,7 +53,7 @@ def create_app(runtime: Runtime, *, run_farm: bool = True) -> FastAPI:
     app.state.runtime = runtime
     settings = runtime.settings
     key = load_key(settings.media_signing_key.get_secret_value(), settings.data_dir)
-    app.state.media_signer = MediaSigner(key)
+    app.state.media_signer = MediaSigner(key, settings.media_url_scheme)
     for router in (
         health.router,
         seed.router,

@@ -54,7 +54,8 @@ def resolve(session: Session, path: str) -> Found:
     raise NotFound(f"no file {path}")
 
 
-def _published(session: Session, video_id: str, job_id: str, name: str) -> Found:
+def published_prefix(session: Session, video_id: str, job_id: str, name: str = "") -> str:
+    """The storage prefix of a completed job's accepted attempt (where its files are)."""
     try:
         job = jobs.get_job(session, job_id)
     except JobNotFound:
@@ -62,6 +63,12 @@ def _published(session: Session, video_id: str, job_id: str, name: str) -> Found
     prefix = (job.result or {}).get("prefix")
     if job.video_id != video_id or job.status != JobStatus.COMPLETED or not prefix:
         raise NotFound(f"no output {video_id}/{job_id}/{name}")
+    return str(prefix)
+
+
+def _published(session: Session, video_id: str, job_id: str, name: str) -> Found:
+    prefix = published_prefix(session, video_id, job_id, name)
+    job = jobs.get_job(session, job_id)
     subtitles: tuple[tuple[str, str], ...] = ()
     if name == MASTER_PLAYLIST and job.type == JobType.ENCODE:
         subtitles = _subtitle_renditions(session, video_id)
@@ -119,11 +126,7 @@ def serve(storage: Storage, found: Found, *, base: str, download: bool) -> Respo
         if url is not None:
             return RedirectResponse(url, status_code=307)
     if found.subtitles:
-        with storage.open(found.key) as reader:
-            master = reader.read().decode("utf-8")
-        for uri, language in found.subtitles:
-            master = add_subtitles(master, uri, language)
-        return Response(master, media_type=content_type_for(found.key))
+        return Response(master_text(storage, found), media_type=content_type_for(found.key))
     path = storage.local_path(found.key)
     if path is None:  # a playlist in an object store: stream it through
         reader = storage.open(found.key)
@@ -139,6 +142,16 @@ def serve(storage: Storage, found: Found, *, base: str, download: bool) -> Respo
         filename=found.name if download else None,
         content_disposition_type="attachment" if download else "inline",
     )
+
+
+def master_text(storage: Storage, found: Found) -> str:
+    """The master playlist as published, plus the video's subtitle renditions."""
+    assert found.key is not None
+    with storage.open(found.key) as reader:
+        master = reader.read().decode("utf-8")
+    for uri, language in found.subtitles:
+        master = add_subtitles(master, uri, language)
+    return master
 
 
 def _chunks(reader: BinaryIO) -> Iterator[bytes]:

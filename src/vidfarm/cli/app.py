@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
@@ -20,6 +21,7 @@ from rich.table import Table
 from vidfarm import __version__
 from vidfarm.auth import has_admin_token
 from vidfarm.cli import jobs as jobs_commands
+from vidfarm.cli.deploy import deploy_app
 from vidfarm.cli.pod_worker import pod_worker_command
 from vidfarm.cli.runner import runner_command
 from vidfarm.cli.runners import runners_app
@@ -112,12 +114,23 @@ def encode(
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    no_workers: Annotated[
+        bool, typer.Option("--no-workers", help="API-only replica: no embedded worker pool.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes.")
+    ] = 1,
 ) -> None:
-    """Run the farm: HTTP API, reconcile loop and the embedded worker pool."""
+    """Run the farm: HTTP API, reconcile loop and the embedded worker pool.
+
+    Replicas on one PostgreSQL share the work; the reconciler runs on one of them at a time.
+    """
     import uvicorn
 
     from vidfarm.api.app import create_app
 
+    if no_workers:  # read by every uvicorn worker process through the settings
+        os.environ["VIDFARM_EMBEDDED_POOL"] = "false"
     config = settings()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -127,6 +140,7 @@ def serve(
     console.print(
         f"vidfarm {__version__}: data in {config.data_dir.resolve()}, database "
         f"{rt.engine.url.render_as_string(hide_password=True)}, {_transport_line(config)}"
+        + (f", {workers} API processes" if workers > 1 else "")
     )
     with rt.sessions() as session:
         if not has_admin_token(session):
@@ -141,10 +155,23 @@ def serve(
         f"Dashboard at {url}/ ; API at {url}/api/v1 (docs at /docs); "
         "submit work with: vidfarm submit FILE   (then: vidfarm jobs)"
     )
+    listen_host, listen_port = host or config.host, port or config.port
+    if workers > 1:  # each process opens its own runtime (migrations are serialised)
+        rt.engine.dispose()
+        uvicorn.run(
+            "vidfarm.api.server:app_from_settings",
+            factory=True,
+            workers=workers,
+            host=listen_host,
+            port=listen_port,
+            log_level="info",
+            timeout_graceful_shutdown=30,
+        )
+        return
     uvicorn.run(
         create_app(rt),
-        host=host or config.host,
-        port=port or config.port,
+        host=listen_host,
+        port=listen_port,
         log_level="info",
         timeout_graceful_shutdown=30,
     )
@@ -202,6 +229,7 @@ app.command()(guarded(jobs_commands.restart))
 app.add_typer(token_app, name="token")
 app.add_typer(xapi_app, name="xapi")
 app.add_typer(runners_app, name="runners")
+app.add_typer(deploy_app, name="deploy")
 app.command("transcribe")(guarded(transcribe_command))
 app.command("runner")(guarded(runner_command))
 app.command("worker")(guarded(worker_command))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -104,8 +104,10 @@ class XapiDelivery:
         *,
         client: LrsClient | None = None,
         outbox: OutboxPort | None = None,
+        leader: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
+        self._leader = leader  # among replicas, deliver only while this one leads
         if outbox is None:
             if sessions is None:
                 raise ValueError("XapiDelivery needs a database or an outbox")
@@ -184,6 +186,9 @@ class XapiDelivery:
     def _run(self) -> None:
         poll = self.settings.poll_seconds
         while not self._stop.is_set():
+            if self._leader is not None and not self._leader():
+                self._stop.wait(poll)
+                continue
             try:
                 report = self.deliver_once()
             except Exception:  # the database went away, a bug: log, wait, go on

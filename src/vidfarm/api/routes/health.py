@@ -53,6 +53,7 @@ def readyz(runtime: RuntimeDep) -> Any:
         checks["broker"], warnings = broker
     ready = all(v == "ok" for k, v in checks.items() if k != "broker" or broker)
     body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+    body["leader"] = runtime.leading  # runs the reconciler now (one replica at a time)
     if warnings:
         body["warnings"] = warnings
     return JSONResponse(body, status_code=200 if ready else 503)

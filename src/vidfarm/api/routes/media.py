@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from vidfarm.api import access
 from vidfarm.api.deps import MediaCaller, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.media import PATH_PATTERN, resolve, serve
-from vidfarm.api.signing import PREFIX, BadSignature, MediaSigner, Signed
+from vidfarm.api.published import publish_view
+from vidfarm.api.signing import NGINX_PREFIX, PREFIX, BadSignature, MediaSigner, Signed
 from vidfarm.api.views import output_view, playable_outputs
 from vidfarm.errors import NotFound
 from vidfarm.models import Output, Video, Visibility
@@ -62,12 +63,46 @@ def signed_media(
     download: Annotated[bool, Query(description="Serve as an attachment.")] = False,
 ) -> Response:
     """A file of a video through a signed URL; relative playlist URIs keep the signature."""
+    return _signed(request, runtime, session, (expires, signature, video_id, path), download)
+
+
+@router.api_route(
+    NGINX_PREFIX + "/{expires}/{signature}/{video_id}/{path:path}",
+    methods=MEDIA_METHODS,
+    responses={206: {}, 307: {}, 400: {}, 403: {}, 404: {}},
+)
+def nginx_signed_media(
+    expires: str,
+    signature: str,
+    video_id: str,
+    path: Annotated[str, Path(pattern=PATH_PATTERN)],
+    request: Request,
+    runtime: RuntimeDep,
+    session: SessionDep,
+    download: Annotated[bool, Query(description="Serve as an attachment.")] = False,
+) -> Response:
+    """The same with nginx's secure_link signature: what nginx serves, when it is not there."""
+    url = (expires, signature, video_id, path)
+    return _signed(request, runtime, session, url, download, scheme="nginx")
+
+
+def _signed(
+    request: Request,
+    runtime: Runtime,
+    session: Session,
+    url: tuple[str, str, str, str],
+    download: bool,
+    *,
+    scheme: str = "hmac",
+) -> Response:
+    expires, signature, video_id, path = url
     try:
-        signer(request).verify(expires, signature, video_id)
+        signer(request).verify(expires, signature, video_id, scheme=scheme)
     except BadSignature as error:
         raise HTTPException(status_code=403, detail=str(error)) from None
     found = resolve(session, _split(video_id, path))
-    return serve(runtime.storage, found, base=f"{PREFIX}/{expires}/{signature}", download=download)
+    prefix = NGINX_PREFIX if scheme == "nginx" else PREFIX
+    return serve(runtime.storage, found, base=f"{prefix}/{expires}/{signature}", download=download)
 
 
 def legacy_media(
@@ -91,6 +126,8 @@ def legacy_media(
         parts = path.split("/")
         rest = "/".join(parts[1:]) if len(parts) == 3 else path
         url = sign(request, runtime, video_id).url(rest)
+        if signer(request).scheme == "nginx" and len(parts) == 3:
+            publish_view(session, runtime.storage, video_id, [parts[1]])
         return RedirectResponse(url + ("?download=true" if download else ""), status_code=307)
     base = "/videos/download" if download else "/videos/stream"
     return serve(runtime.storage, found, base=base, download=download)
@@ -117,6 +154,8 @@ def playback_links(
     signed = sign(request, runtime, video.id)
     base_url = str(request.base_url).rstrip("/")
     outputs = playable_outputs(session, video)
+    if signer(request).scheme == "nginx":  # the files nginx serves without asking us
+        publish_view(session, runtime.storage, video.id, (o.job_id for o in outputs))
     by_kind: dict[str, list[Output]] = {}
     for output in outputs:
         by_kind.setdefault(output.kind, []).append(output)
