@@ -11,6 +11,7 @@ its cancel and refusal; "remember me", "log out everywhere" and a menu fitted to
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -372,3 +373,54 @@ def test_remember_me_log_out_everywhere_and_role_menu(browser: Any, server: Serv
         page.fill("#token", token)
         page.click("#login-form button[type=submit]")
         page.wait_for_selector("#login-error:has-text('not accepted')")
+
+
+def test_a_chunked_encode_lists_its_chunks(
+    browser: Any, server: Server, farm: dict[str, Any]
+) -> None:
+    """The API's answers for a chunked encode, replayed: its parts in the detail, the parent
+    named on a chunk's row (the API side is tests/integration/test_chunked_farm.py)."""
+    parent = server.api("GET", f"/api/v1/jobs/{farm['job_id']}")
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
+    chunk = {"type": "encode_chunk", "attempts": 1}
+    chunked = {
+        **_fake_running(parent),
+        "step": "chunks",
+        "chunks": [
+            {**chunk, "id": first, "status": "completed", "progress": 100.0, "start": 0, "end": 60},
+            {
+                **chunk,
+                "id": second,
+                "status": "running",
+                "progress": 20.0,
+                "start": 60,
+                "end": 120,
+                "attempts": 2,
+            },
+        ],
+    }
+    jobs = server.api("GET", "/api/v1/jobs?limit=100")
+    child = {**parent, "id": second, "type": "encode_chunk", "parent_id": parent["id"]}
+    jobs["items"] = [child, *jobs["items"]]
+
+    def answer(body: dict[str, Any]) -> Any:
+        return lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(body)
+        )
+
+    with tab(browser, DESKTOP) as page:
+        login(page, server, server.admin)
+        page.route(f"**/api/v1/jobs/{parent['id']}", answer(chunked))
+        page.route("**/api/v1/jobs?limit=100*", answer(jobs))
+        page.route("**/api/v1/jobs/events*", lambda route: route.abort())
+        page.goto(f"{server.base}/#/jobs?job={parent['id']}")
+        page.wait_for_selector(".job-detail ol.chunks li")
+        parts = page.locator(".job-detail ol.chunks li").all_text_contents()
+        assert len(parts) == 2
+        assert parts[0].startswith("0 s\u201360 s") and "completed" in parts[0]
+        assert "60 s\u2013120 s" in parts[1] and "20 %" in parts[1] and "attempt 2" in parts[1]
+        link = page.locator(f'#job-list tr[data-job-id="{second}"] a.parent-link')
+        assert link.text_content() == f"of {parent['id'][:8]}"
+        assert page.evaluate(OVERFLOW) <= 0
+        page.click(f'.job-detail ol.chunks li[data-job-id="{second}"] a')
+        page.wait_for_url(f"**#/jobs?job={second}")

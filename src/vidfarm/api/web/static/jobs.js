@@ -36,6 +36,29 @@ function logText(job) {
   return "(nothing yet)";
 }
 
+/** A chunked encode's parts, in media order: where each stands, and a way to open it. */
+function chunkList(chunks) {
+  return h(
+    "ol",
+    { class: "chunks" },
+    chunks.map((c) =>
+      h(
+        "li",
+        { dataset: { status: c.status, jobId: c.id } },
+        h("a", { href: `#/jobs?job=${c.id}`, title: c.id }, c.type === "stitch" ? "stitch" : `${seconds(c.start)}–${seconds(c.end)}`),
+        " ",
+        badge(c.status),
+        ` ${Math.round(c.progress)} %`,
+        c.attempts > 1 ? ` · attempt ${c.attempts}` : "",
+      ),
+    ),
+  );
+}
+
+function seconds(value) {
+  return value == null ? "?" : `${Number(value).toFixed(0)} s`;
+}
+
 function detailPanel(job) {
   const restart = session.isAdmin && FINAL.has(job.status) ? h("button", { type: "button", class: "restart-one admin-only", dataset: { jobId: job.id } }, "Restart") : null;
   const cancel = !FINAL.has(job.status) ? h("button", { type: "button", class: "cancel-one", dataset: { jobId: job.id } }, "Cancel") : null;
@@ -57,6 +80,8 @@ function detailPanel(job) {
       h("dd", {}, `${job.attempts} of at most ${job.max_attempts}`),
       h("dt", {}, "Priority"),
       h("dd", {}, String(job.priority)),
+      job.parent_id ? [h("dt", {}, "Part of"), h("dd", {}, h("a", { href: `#/jobs?job=${job.parent_id}` }, shortId(job.parent_id)))] : null,
+      job.chunks?.length ? [h("dt", {}, "Chunks"), h("dd", {}, chunkList(job.chunks))] : null,
       h("dt", {}, "Parameters"),
       h("dd", {}, h("code", {}, JSON.stringify(job.params ?? {}))),
       h("dt", {}, "Started / finished"),
@@ -170,7 +195,7 @@ export async function render(main, { query }) {
       { class: "job", dataset: { jobId: job.id, type: job.type } },
       h("td", {}, check),
       h("td", {}, toggle),
-      h("td", {}, job.type),
+      h("td", {}, job.parent_id ? [job.type, " ", h("a", { href: `#/jobs?job=${job.parent_id}`, class: "small parent-link" }, `of ${shortId(job.parent_id)}`)] : job.type),
       h("td", { class: "video-cell" }, job.video_id ? h("a", { href: `#/videos/${job.video_id}`, title: job.video_id }, videoName(job)) : "–"),
       cells.status,
       h("td", { class: "progress-cell" }, cells.progress),
