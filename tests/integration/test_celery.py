@@ -27,9 +27,11 @@ import redis
 
 from fixtures_db import fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
+from processes import encoders_in, frozen
 from services import free_port, require_service
 from vidfarm.auth import Role, create_token
 from vidfarm.db import make_engine, make_session_factory, migrate
+from waiting import wait_until
 
 VIDFARM = [sys.executable, "-m", "vidfarm"]
 REDIS_DB = 11  # the tests' own database on the machine's Redis; flushed by one test
@@ -259,7 +261,9 @@ def clip(make_media: MakeMedia) -> Path:
 
 @pytest.fixture(scope="module")
 def long_clip(make_media: MakeMedia) -> Path:
-    return make_media("celery-long.mp4", *video_args(size="640x360", duration=6))
+    """20 s at preset slower: a few seconds of encoding even on an idle machine, a window a
+    test can catch (6 s took 1.2 s, which a busy test process polling the API could miss)."""
+    return make_media("celery-long.mp4", *video_args(size="640x360", duration=20))
 
 
 def read_back_rendition(farm: CeleryFarm, job: dict[str, Any], height: int = 240) -> None:
@@ -362,8 +366,11 @@ def test_kill_9_of_a_worker_mid_encode_another_finishes_it_once(
     farm.start()
     farm.start_worker("doomed")
     job_id = farm.upload(long_clip)
-    farm.wait_for(job_id, running_with_progress)
-    farm.kill_worker("doomed")  # kill -9 of the worker and its ffmpeg
+    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    encoders = wait_until(lambda: encoders_in(attempt), 90, "the doomed worker's encoder")
+    with frozen(encoders):  # mid-encode whatever the machine's speed
+        farm.kill_worker("doomed")  # kill -9 of the worker: its ffmpeg dies with it
+    wait_until(lambda: not encoders_in(attempt), 30, "the encoder gone with its worker")
     farm.start_worker("rescuer")
     job = farm.wait_for(job_id, completed, timeout=120)
     assert job["attempts"] == 2
@@ -464,7 +471,7 @@ def test_a_job_past_its_time_limit_times_out_without_retry(
 ) -> None:
     farm = slow_farm
     farm.start()
-    # The worker's limit: max(1 s, 0.05 x 6 s): the slow encode is stopped after a second.
+    # The worker's limit: max(1 s, 0.05 x 20 s): the slow encode is stopped after a second.
     farm.start_worker(
         "strict", VIDFARM_TIME_LIMIT_MIN_SECONDS="1", VIDFARM_TIME_LIMIT_FACTOR="0.05"
     )

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from fixtures_media import MakeMedia, video_args
+from processes import encoders_in, frozen
 from services import free_port
 from waiting import wait_until
 
@@ -153,20 +154,6 @@ def test_kill_nine_mid_encode_loses_nothing(farm: Farm, long_clip: Path) -> None
     assert not list((farm.data_dir / "work").glob(f"{job_id}-a2"))
 
 
-def encoders_in(folder: Path) -> list[int]:
-    """Live processes working in `folder` (ffmpeg runs with its staging folder as cwd)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cwd = os.readlink(proc / "cwd")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if cwd.startswith(f"{folder}/") and state not in ("Z", "X"):
-            found.append(int(proc.name))
-    return found
-
-
 def test_kill_nine_mid_encode_leaves_no_encoder_behind(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
@@ -243,15 +230,10 @@ def test_cancel_a_running_job(farm: Farm, long_clip: Path) -> None:
     farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
     attempt = farm.data_dir / "work" / f"{job_id}-a1"
     # Hold the encoder while the CLI starts: on a busy machine it could otherwise finish first.
-    frozen = encoders_in(attempt)
-    assert frozen, "the encode should be running"
-    for pid in frozen:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    encoders = encoders_in(attempt)
+    assert encoders, "the encode should be running"
+    with frozen(encoders):
         assert "cancelled" in farm.cli("cancel", job_id).stdout
-    finally:
-        for pid in frozen:
-            os.kill(pid, signal.SIGCONT)
     # The worker notices at the encoder's next progress report and kills it.
     wait_until(lambda: not encoders_in(attempt), 60, "the cancelled encoder gone")
     wait_until(lambda: not list((farm.data_dir / "work").iterdir()), 60, "the attempt cleaned")
