@@ -194,8 +194,10 @@ class HttpReporter:
         lease_seconds: float,
         time_limit: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        listener: Callable[[float, str], None] | None = None,
     ) -> None:
         self._plane = plane
+        self._listener = listener  # told every progress report (Celery's PROGRESS state)
         self.claim = claim
         self._lease = lease_seconds
         self._deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -226,6 +228,8 @@ class HttpReporter:
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._timed_out = True
             return False
+        if self._listener is not None:
+            self._listener(percent, step)
         with self._lock:
             if self._closing:
                 return not self.interrupted
