@@ -20,6 +20,7 @@ from vidfarm import __version__
 from vidfarm.claims import Claim, OutputRecord
 from vidfarm.errors import (
     ConfigError,
+    ControlPlaneDown,
     JobCancelled,
     StaleAttempt,
     VidfarmError,
@@ -30,8 +31,14 @@ from vidfarm.xapi.outbox import Result
 
 log = logging.getLogger(__name__)
 
-#: A final report (complete, fail, release) is retried this long while the API is unreachable.
-REPORT_PATIENCE_SECONDS = 120.0
+#: A report is retried this long while the API is unreachable (connection refused, 5xx). While
+#: the control plane or its database is down nobody can take our lease, and when it comes
+#: back it waits one lease before reclaiming (scheduler.OutageGrace): a worker that keeps
+#: trying gets its finished result accepted. Past this, the job is retried from scratch.
+REPORT_PATIENCE_SECONDS = 3600.0
+#: The longest pause between two tries; also at most a quarter lease (see `ping`), so one try
+#: lands inside the control plane's grace after it comes back.
+MAX_RETRY_DELAY_SECONDS = 10.0
 
 
 class ControlPlane:
@@ -51,6 +58,8 @@ class ControlPlane:
             },
             timeout=timeout,
         )
+        self.patience = REPORT_PATIENCE_SECONDS
+        self.max_delay = MAX_RETRY_DELAY_SECONDS
 
     def close(self) -> None:
         self._client.close()
@@ -76,6 +85,9 @@ class ControlPlane:
                 " (is VIDFARM_API_URL the vidfarm control plane?)"
             )
         answer: dict[str, Any] = response.json()
+        lease = float(answer.get("lease_seconds") or 0)
+        if lease > 0:
+            self.max_delay = max(0.1, min(self.max_delay, lease / 4))
         return answer
 
     def claim(self, job_id: str, worker_id: str) -> Claim | None:
@@ -151,7 +163,7 @@ class ControlPlane:
         Reports are idempotent on the server (the fencing token decides), so a retry after a
         lost answer has no second effect. 4xx other than 404/409 is a bug or a revoked token.
         """
-        deadline = time.monotonic() + (REPORT_PATIENCE_SECONDS if patient else 0.0)
+        deadline = time.monotonic() + (self.patience if patient else 0.0)
         delay = 0.5
         while True:
             try:
@@ -171,10 +183,10 @@ class ControlPlane:
                     return response
                 failure = f"the API answered {response.status_code} to {path}"
             if time.monotonic() + delay > deadline:
-                raise WorkerUnreachable(failure)
+                raise ControlPlaneDown(failure)
             log.warning("%s; retrying in %.1f s", failure, delay)
             time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, self.max_delay)
 
 
 class HttpReporter:
@@ -248,7 +260,13 @@ class HttpReporter:
         except StaleAttempt as error:
             log.info("job %s: %s; stopping this attempt", self.claim.job_id, error)
             alive = False
-        except Exception as error:  # unreachable, or an answer we cannot read
+        except ControlPlaneDown as error:
+            # The control plane is down (or we cannot reach it): nobody can take our lease
+            # meanwhile, and it waits a lease for us when it returns. Keep working; the first
+            # report that goes through says whether this attempt is still the current one.
+            log.warning("job %s: progress not recorded: %s", self.claim.job_id, error)
+            alive = time.monotonic() - self._last_ok < self._plane.patience
+        except Exception as error:  # an answer we cannot read
             # Keep working while our lease may still hold; past it, the job is someone else's.
             log.warning("job %s: progress not recorded: %s", self.claim.job_id, error)
             alive = time.monotonic() - self._last_ok < self._lease
