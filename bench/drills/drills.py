@@ -208,7 +208,7 @@ def redis_flush_and_restart(clips: Path, root: Path) -> Outcome:
 def lrs_down(clips: Path, root: Path, statements: int = 2000) -> Outcome:
     """The LRS is down while 2000 events arrive; kill -9 of `serve` mid-delivery after it
     returns; every statement must reach the LRS, each once."""
-    outcome = Outcome(f"LRS down, {statements} statements, kill -9 mid-delivery")
+    outcome = Outcome(f"LRS down, {statements} statements, kill -9 mid-delivery", unit="statements")
     lrs = StandInLrs(free_port())
     farm = Farm(
         root,

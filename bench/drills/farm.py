@@ -81,6 +81,7 @@ class Outcome:
     recovery_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
     skipped: str = ""
+    unit: str = "jobs"  # or "statements": sent twice with the same id, the LRS keeps one
 
 
 class PrivateRedis:
