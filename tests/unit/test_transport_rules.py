@@ -24,6 +24,7 @@ from vidfarm.errors import (
 from vidfarm.models import Video
 from vidfarm.remote import ControlPlane, HttpReporter
 from vidfarm.videos import job_priority
+from waiting import wait_until
 
 
 def test_broker_priorities_follow_each_brokers_direction() -> None:
@@ -137,3 +138,22 @@ def test_a_worker_without_url_or_token_is_refused_in_one_line() -> None:
         ControlPlane("", "vf_token")
     with pytest.raises(ConfigError, match="VIDFARM_WORKER_TOKEN"):
         ControlPlane("http://127.0.0.1:1", "")
+
+
+def test_the_scheduler_waits_a_lease_after_a_start_or_an_outage(tmp_path: Path) -> None:
+    """Remote workers get one lease to reach a control plane that came back (issue 18)."""
+    from vidfarm.scheduler import OutageGrace
+
+    local = OutageGrace(Settings(data_dir=tmp_path))
+    assert local.may_reclaim()  # the embedded pool's workers died with the process
+    remote = OutageGrace(
+        Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", lease_seconds=0.2)
+    )
+    assert not remote.may_reclaim()  # starting: nobody has had a chance to report yet
+    remote.healthy()
+    assert not remote.may_reclaim()
+    wait_until(remote.may_reclaim, 5, "one lease after the first good tick")
+    remote.outage()  # the database went away: the clock starts again when it is back
+    assert not remote.may_reclaim()
+    remote.healthy()
+    assert not remote.may_reclaim()
