@@ -39,6 +39,9 @@ REPORT_PATIENCE_SECONDS = 3600.0
 #: The longest pause between two tries; also at most a quarter lease (see `ping`), so one try
 #: lands inside the control plane's grace after it comes back.
 MAX_RETRY_DELAY_SECONDS = 10.0
+#: While the worker shuts down (SIGTERM), a report waits at most this long: the process is
+#: leaving, and a job it could not hand back is reclaimed when its lease runs out.
+SHUTDOWN_PATIENCE_SECONDS = 30.0
 
 
 class ControlPlane:
@@ -60,6 +63,7 @@ class ControlPlane:
         )
         self.patience = REPORT_PATIENCE_SECONDS
         self.max_delay = MAX_RETRY_DELAY_SECONDS
+        self.stopping: Callable[[], bool] = lambda: False  # the worker process is leaving
 
     def close(self) -> None:
         self._client.close()
@@ -163,9 +167,12 @@ class ControlPlane:
         Reports are idempotent on the server (the fencing token decides), so a retry after a
         lost answer has no second effect. 4xx other than 404/409 is a bug or a revoked token.
         """
-        deadline = time.monotonic() + (self.patience if patient else 0.0)
+        started = time.monotonic()
+        deadline = started + (self.patience if patient else 0.0)
         delay = 0.5
         while True:
+            if self.stopping():
+                deadline = min(deadline, started + SHUTDOWN_PATIENCE_SECONDS)
             try:
                 response = self._client.post(path, json=body)
             except httpx.HTTPError as error:

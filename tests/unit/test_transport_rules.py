@@ -14,6 +14,7 @@ from vidfarm.dispatch.celery import CeleryDispatcher
 from vidfarm.dispatch.celery_app import broker_priority, make_celery
 from vidfarm.errors import (
     ConfigError,
+    ControlPlaneDown,
     InvalidParameters,
     JobCancelled,
     JobTimedOut,
@@ -157,3 +158,17 @@ def test_the_scheduler_waits_a_lease_after_a_start_or_an_outage(tmp_path: Path) 
     assert not remote.may_reclaim()
     remote.healthy()
     assert not remote.may_reclaim()
+
+
+def test_a_worker_that_shuts_down_does_not_wait_an_outage_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The long report patience is for a running worker; a leaving one gives up sooner."""
+    monkeypatch.setattr("vidfarm.remote.SHUTDOWN_PATIENCE_SECONDS", 0.3)
+    plane = ControlPlane(f"http://127.0.0.1:{free_port()}", "vf_token", timeout=1)
+    plane.max_delay = 0.1
+    plane.stopping = lambda: True
+    started = time.monotonic()
+    with pytest.raises(ControlPlaneDown, match="cannot reach the API"):
+        plane.release(_claim())
+    assert time.monotonic() - started < 5  # not the hour a running worker would wait

@@ -118,6 +118,7 @@ class WorkerContext:
     @classmethod
     def connect(cls, settings: Settings) -> WorkerContext:
         plane = ControlPlane(settings.api_url, settings.worker_token.get_secret_value())
+        plane.stopping = STOPPING.is_set  # a SIGTERM does not wait an outage out
         info = plane.ping()
         storage = make_storage(settings)
         sweep(settings.data_dir / "work", ATTEMPT_FOLDERS)  # left by a worker killed here
