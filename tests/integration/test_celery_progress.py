@@ -78,3 +78,12 @@ def test_no_result_backend_means_no_stored_state(tmp_path: Path) -> None:
     assert app.conf.task_ignore_result is True
     # Publishing without a backend neither raises nor stores (events go to the memory broker).
     ProgressPublisher(app, task_id="t", hostname=None, job_id="j")(1.0, "step")
+
+
+def test_the_module_app_is_celerys_default_app() -> None:
+    """Flower reads results with a bare AsyncResult(task_id): the default app's backend."""
+    import celery._state
+
+    from vidfarm.dispatch import celery_app
+
+    assert celery._state.default_app is celery_app.app

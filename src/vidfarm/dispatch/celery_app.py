@@ -210,8 +210,13 @@ def _check_api_at_start(**_: object) -> None:
 
 
 def _module_app() -> Celery:
-    """The app `celery -A vidfarm.dispatch.celery_app worker` finds (settings from env)."""
-    return make_celery(load_settings())
+    """The app `celery -A vidfarm.dispatch.celery_app worker` finds (settings from env).
+
+    It is also Celery's default app: Flower reads task results with a bare
+    `AsyncResult(task_id)`, which finds the result backend through the default app only."""
+    module_app = make_celery(load_settings())
+    module_app.set_default()
+    return module_app
 
 
 app = _module_app()
