@@ -12,6 +12,7 @@ otherwise. Results and the command go to docs/operations.md by hand.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import tempfile
@@ -79,6 +80,8 @@ def main() -> int:
             space.cleanup()
         print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
         outcomes.append(outcome)
+    if not args.keep:
+        shutil.rmtree(clips, ignore_errors=True)
     print()
     print(table(outcomes))
     bad = any(o.lost or (o.doubled and o.unit == "jobs") for o in outcomes)
