@@ -238,6 +238,10 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         default="", description="Celery broker (redis://... or amqp://...); empty: embedded pool."
     )
+    result_backend: str = Field(
+        default="",
+        description="Celery result backend (redis://...): live PROGRESS for Flower; empty: none.",
+    )
     # Prefixed so they never meet another application's queues on a shared broker (Pod uses
     # `encoding`, `transcripting` and `xapi`).
     queue_encoding: str = Field(default="vidfarm.encoding", description="Celery queue for encodes.")

@@ -143,6 +143,11 @@ class WorkerUnreachable(TransientError):
     """A remote worker cannot reach the control plane's API (URL, token or network)."""
 
 
+class ControlPlaneDown(WorkerUnreachable):
+    """No answer or a 5xx from the control plane: it (or its database) is down for now,
+    unlike a refused token or request, which waiting does not fix."""
+
+
 class ReportedError(VidfarmError):
     """A failure reported over HTTP by a remote worker: its class name and permanence kept."""
 

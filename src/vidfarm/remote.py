@@ -20,6 +20,7 @@ from vidfarm import __version__
 from vidfarm.claims import Claim, OutputRecord
 from vidfarm.errors import (
     ConfigError,
+    ControlPlaneDown,
     JobCancelled,
     StaleAttempt,
     VidfarmError,
@@ -30,8 +31,17 @@ from vidfarm.xapi.outbox import Result
 
 log = logging.getLogger(__name__)
 
-#: A final report (complete, fail, release) is retried this long while the API is unreachable.
-REPORT_PATIENCE_SECONDS = 120.0
+#: A report is retried this long while the API is unreachable (connection refused, 5xx). While
+#: the control plane or its database is down nobody can take our lease, and when it comes
+#: back it waits one lease before reclaiming (scheduler.OutageGrace): a worker that keeps
+#: trying gets its finished result accepted. Past this, the job is retried from scratch.
+REPORT_PATIENCE_SECONDS = 3600.0
+#: The longest pause between two tries; also at most a quarter lease (see `ping`), so one try
+#: lands inside the control plane's grace after it comes back.
+MAX_RETRY_DELAY_SECONDS = 10.0
+#: While the worker shuts down (SIGTERM), a report waits at most this long: the process is
+#: leaving, and a job it could not hand back is reclaimed when its lease runs out.
+SHUTDOWN_PATIENCE_SECONDS = 30.0
 
 
 class ControlPlane:
@@ -51,6 +61,9 @@ class ControlPlane:
             },
             timeout=timeout,
         )
+        self.patience = REPORT_PATIENCE_SECONDS
+        self.max_delay = MAX_RETRY_DELAY_SECONDS
+        self.stopping: Callable[[], bool] = lambda: False  # the worker process is leaving
 
     def close(self) -> None:
         self._client.close()
@@ -76,6 +89,9 @@ class ControlPlane:
                 " (is VIDFARM_API_URL the vidfarm control plane?)"
             )
         answer: dict[str, Any] = response.json()
+        lease = float(answer.get("lease_seconds") or 0)
+        if lease > 0:
+            self.max_delay = max(0.1, min(self.max_delay, lease / 4))
         return answer
 
     def claim(self, job_id: str, worker_id: str) -> Claim | None:
@@ -151,9 +167,12 @@ class ControlPlane:
         Reports are idempotent on the server (the fencing token decides), so a retry after a
         lost answer has no second effect. 4xx other than 404/409 is a bug or a revoked token.
         """
-        deadline = time.monotonic() + (REPORT_PATIENCE_SECONDS if patient else 0.0)
+        started = time.monotonic()
+        deadline = started + (self.patience if patient else 0.0)
         delay = 0.5
         while True:
+            if self.stopping():
+                deadline = min(deadline, started + SHUTDOWN_PATIENCE_SECONDS)
             try:
                 response = self._client.post(path, json=body)
             except httpx.HTTPError as error:
@@ -171,10 +190,10 @@ class ControlPlane:
                     return response
                 failure = f"the API answered {response.status_code} to {path}"
             if time.monotonic() + delay > deadline:
-                raise WorkerUnreachable(failure)
+                raise ControlPlaneDown(failure)
             log.warning("%s; retrying in %.1f s", failure, delay)
             time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, self.max_delay)
 
 
 class HttpReporter:
@@ -194,8 +213,10 @@ class HttpReporter:
         lease_seconds: float,
         time_limit: float | None = None,
         should_stop: Callable[[], bool] | None = None,
+        listener: Callable[[float, str], None] | None = None,
     ) -> None:
         self._plane = plane
+        self._listener = listener  # told every progress report (Celery's PROGRESS state)
         self.claim = claim
         self._lease = lease_seconds
         self._deadline = None if time_limit is None else time.monotonic() + time_limit
@@ -226,6 +247,8 @@ class HttpReporter:
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._timed_out = True
             return False
+        if self._listener is not None:
+            self._listener(percent, step)
         with self._lock:
             if self._closing:
                 return not self.interrupted
@@ -244,7 +267,13 @@ class HttpReporter:
         except StaleAttempt as error:
             log.info("job %s: %s; stopping this attempt", self.claim.job_id, error)
             alive = False
-        except Exception as error:  # unreachable, or an answer we cannot read
+        except ControlPlaneDown as error:
+            # The control plane is down (or we cannot reach it): nobody can take our lease
+            # meanwhile, and it waits a lease for us when it returns. Keep working; the first
+            # report that goes through says whether this attempt is still the current one.
+            log.warning("job %s: progress not recorded: %s", self.claim.job_id, error)
+            alive = time.monotonic() - self._last_ok < self._plane.patience
+        except Exception as error:  # an answer we cannot read
             # Keep working while our lease may still hold; past it, the job is someone else's.
             log.warning("job %s: progress not recorded: %s", self.claim.job_id, error)
             alive = time.monotonic() - self._last_ok < self._lease

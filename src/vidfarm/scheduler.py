@@ -52,17 +52,19 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def tick(self, now: datetime | None = None) -> TickResult:
+    def tick(self, now: datetime | None = None, *, reclaim: bool = True) -> TickResult:
         """One reconcile pass; `vidfarm process-tasks` runs exactly this once."""
         now = jobs.utcnow() if now is None else jobs.as_utc(now)
+        reclaimed: list[str] = []
         with self._sessions() as session:
-            reclaimed = jobs.reclaim_expired(
-                session,
-                now,
-                retry_base=self._settings.retry_base_seconds,
-                retry_max=self._settings.retry_max_seconds,
-                rng=self._rng,
-            )
+            if reclaim:
+                reclaimed = jobs.reclaim_expired(
+                    session,
+                    now,
+                    retry_base=self._settings.retry_base_seconds,
+                    retry_max=self._settings.retry_max_seconds,
+                    rng=self._rng,
+                )
             due = jobs.due_pending(session, now)
         if reclaimed:
             log.warning("reclaimed jobs whose worker was lost: %s", reclaimed)
@@ -97,14 +99,47 @@ class Scheduler:
 
     def _loop(self) -> None:
         swept = time.monotonic()
+        grace = OutageGrace(self._settings)
         while not self._stop.is_set():
             try:
                 if self._leader is None or self._leader():
-                    self.tick()
+                    self.tick(reclaim=grace.may_reclaim())
+                    grace.healthy()
                 if time.monotonic() - swept >= SWEEP_EVERY_SECONDS:
                     swept = time.monotonic()
                     self.sweep()
             except Exception:
                 # SQL or the broker is down: keep looping, the next tick repairs everything.
+                grace.outage()
                 log.exception("scheduler tick failed")
             self._stop.wait(self._settings.poll_seconds)
+
+
+class OutageGrace:
+    """After a start or an outage of the control plane, wait one lease before reclaiming.
+
+    While the control plane (or its database) is down, remote workers cannot renew their
+    leases, so every lease looks expired when it comes back. Reclaiming them at the first tick
+    would throw away work that is done or still running; instead the workers get one lease to
+    reach the API again (they retry their reports while it is unreachable, remote.py). Only the
+    remote transports need it: the embedded pool's workers died with the process.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._wait = settings.lease_seconds if settings.transport != "local" else 0.0
+        self._since: float | None = None  # healthy since (monotonic); None: down or starting
+
+    def may_reclaim(self) -> bool:
+        if not self._wait:
+            return True
+        since = self._since
+        return since is not None and time.monotonic() - since >= self._wait
+
+    def healthy(self) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            if self._wait:
+                log.info("leases reclaimed in %.0f s (workers reconnect first)", self._wait)
+
+    def outage(self) -> None:
+        self._since = None

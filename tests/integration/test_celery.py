@@ -398,6 +398,42 @@ def test_sigterm_hands_the_running_job_back(slow_farm: CeleryFarm, long_clip: Pa
     assert farm.completions() == Counter({job_id: 1})
 
 
+@pytest.fixture(scope="module")
+def lecture_clip(make_media: MakeMedia) -> Path:
+    """20 s of 640x360: seconds of encoding at preset slower even on a quiet machine."""
+    return make_media("celery-20s.mp4", *video_args(size="640x360", duration=20))
+
+
+def test_a_control_plane_down_longer_than_a_lease_loses_no_finished_work(
+    slow_farm: CeleryFarm, lecture_clip: Path
+) -> None:
+    """kill -9 of serve mid-encode: the worker keeps encoding, publishes, and retries its
+    completion through an outage longer than the lease; the restarted control plane waits a
+    lease before reclaiming, so that completion is accepted: one attempt, nothing redone."""
+    farm = slow_farm
+    farm.start()
+    farm.start_worker("patient")
+    job_id = farm.upload(lecture_clip)
+    farm.wait_for(job_id, lambda job: job["status"] == "running")
+    assert farm.server is not None
+    farm.server.kill()  # the control plane crashes; its database (PostgreSQL) stays
+    farm.server.wait()
+    down_at = time.monotonic()
+    lease = float(farm.env["VIDFARM_LEASE_SECONDS"])
+    videos = farm.data_dir / "media" / "videos"
+    wait_until(lambda: any(videos.glob("*/*/a1/master.m3u8")), 120, "the finished attempt")
+    # The outage lasts longer than the lease: the worker holds a finished, unreported result.
+    wait_until(lambda: time.monotonic() - down_at > 2 * lease, 60, "an outage of two leases")
+    assert "retrying in" in farm.log("patient")
+    farm.start()
+    job = farm.wait_for(job_id, completed, timeout=60)
+    assert job["attempts"] == 1
+    assert job["result"]["prefix"].endswith("/a1")
+    read_back_rendition(farm, job)
+    assert farm.completions() == Counter({job_id: 1})
+    assert sorted(p.name for p in videos.glob("*/*/*")) == ["a1"]  # nothing ran twice
+
+
 def test_a_flushed_broker_loses_no_job(farm: CeleryFarm, clip: Path) -> None:
     farm.start()
     ids = [farm.upload(clip) for _ in range(3)]

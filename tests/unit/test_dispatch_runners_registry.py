@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import stat
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,46 @@ def test_test_connection_timeout_and_no_health_endpoint(tmp_path: Path) -> None:
         report = runner_registry.test_connection(settings, manager)
     assert not report.ok and report.status_code is None
     assert report.message == f"no answer from 127.0.0.1:{port} within 0.3 s (timeout)"
+
+
+@pytest.mark.parametrize("refusal", [401, 403])
+def test_a_wrong_token_is_answered_at_once_without_a_retry(tmp_path: Path, refusal: int) -> None:
+    """A refused token is permanent: one request, no retry, no fallback to /api/health
+    (issue 18: the dashboard's wrong-token check must answer as fast as the manager does)."""
+    seen: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = b'{"detail": "invalid token"}'
+            self.send_response(refusal)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    manager_server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    thread = threading.Thread(target=manager_server.serve_forever, daemon=True)
+    thread.start()
+    settings = Settings(data_dir=tmp_path, runners_allow_private_urls=True)
+    try:
+        manager = RunnerManager(
+            name="strict",
+            url=f"http://127.0.0.1:{manager_server.server_address[1]}",
+            token_encrypted=runner_registry.encrypt_token(
+                runner_registry.load_cipher(settings), "wrong-token"
+            ),
+        )
+        report = runner_registry.test_connection(settings, manager)
+    finally:
+        manager_server.shutdown()
+        manager_server.server_close()
+    assert seen == ["/manager/health"]
+    assert not report.ok and report.status_code == refusal
+    assert f"({refusal}): check the token" in report.message
 
 
 def test_private_urls_need_the_setting(tmp_path: Path) -> None:

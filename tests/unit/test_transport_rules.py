@@ -14,6 +14,7 @@ from vidfarm.dispatch.celery import CeleryDispatcher
 from vidfarm.dispatch.celery_app import broker_priority, make_celery
 from vidfarm.errors import (
     ConfigError,
+    ControlPlaneDown,
     InvalidParameters,
     JobCancelled,
     JobTimedOut,
@@ -24,6 +25,7 @@ from vidfarm.errors import (
 from vidfarm.models import Video
 from vidfarm.remote import ControlPlane, HttpReporter
 from vidfarm.videos import job_priority
+from waiting import wait_until
 
 
 def test_broker_priorities_follow_each_brokers_direction() -> None:
@@ -103,17 +105,23 @@ def _claim() -> Claim:
     )
 
 
-def test_a_worker_keeps_going_while_its_lease_may_hold_and_stops_after() -> None:
+def test_a_worker_keeps_going_while_the_api_is_down_and_stops_after_its_patience() -> None:
+    """Nobody can take the lease while the control plane is down: work on past the lease,
+    up to the report patience (an hour by default; a second here)."""
     plane = ControlPlane(f"http://127.0.0.1:{free_port()}", "vf_token", timeout=1)
-    reporter = HttpReporter(plane, _claim(), lease_seconds=0.6)
+    plane.patience = 1.0
+    reporter = HttpReporter(plane, _claim(), lease_seconds=0.2)
+    started = time.monotonic()
     assert reporter.progress(10, "encoding")  # sent from a background thread
-    time.sleep(0.2)
-    assert reporter.progress(20, "encoding")  # the API is down, but the lease may still hold
+    while time.monotonic() - started < 0.6:  # three leases without an answer
+        assert reporter.progress(20, "encoding"), "stopped while the API was only down"
+        time.sleep(0.05)
     deadline = time.monotonic() + 5
     while reporter.progress(30, "encoding"):
-        assert time.monotonic() < deadline, "never stopped after the lease ran out"
+        assert time.monotonic() < deadline, "never stopped after the patience ran out"
         time.sleep(0.05)
     assert reporter.interrupted and not reporter.timed_out
+    assert time.monotonic() - started >= 1.0
     with pytest.raises(WorkerUnreachable, match="cannot reach the API"):
         plane.ping()
 
@@ -131,3 +139,36 @@ def test_a_worker_without_url_or_token_is_refused_in_one_line() -> None:
         ControlPlane("", "vf_token")
     with pytest.raises(ConfigError, match="VIDFARM_WORKER_TOKEN"):
         ControlPlane("http://127.0.0.1:1", "")
+
+
+def test_the_scheduler_waits_a_lease_after_a_start_or_an_outage(tmp_path: Path) -> None:
+    """Remote workers get one lease to reach a control plane that came back (issue 18)."""
+    from vidfarm.scheduler import OutageGrace
+
+    local = OutageGrace(Settings(data_dir=tmp_path))
+    assert local.may_reclaim()  # the embedded pool's workers died with the process
+    remote = OutageGrace(
+        Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0", lease_seconds=0.2)
+    )
+    assert not remote.may_reclaim()  # starting: nobody has had a chance to report yet
+    remote.healthy()
+    assert not remote.may_reclaim()
+    wait_until(remote.may_reclaim, 5, "one lease after the first good tick")
+    remote.outage()  # the database went away: the clock starts again when it is back
+    assert not remote.may_reclaim()
+    remote.healthy()
+    assert not remote.may_reclaim()
+
+
+def test_a_worker_that_shuts_down_does_not_wait_an_outage_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The long report patience is for a running worker; a leaving one gives up sooner."""
+    monkeypatch.setattr("vidfarm.remote.SHUTDOWN_PATIENCE_SECONDS", 0.3)
+    plane = ControlPlane(f"http://127.0.0.1:{free_port()}", "vf_token", timeout=1)
+    plane.max_delay = 0.1
+    plane.stopping = lambda: True
+    started = time.monotonic()
+    with pytest.raises(ControlPlaneDown, match="cannot reach the API"):
+        plane.release(_claim())
+    assert time.monotonic() - started < 5  # not the hour a running worker would wait

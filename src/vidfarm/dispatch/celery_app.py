@@ -23,6 +23,7 @@ from kombu import Exchange, Queue
 from vidfarm.attempt import run_attempt
 from vidfarm.claims import Claim, Reporter
 from vidfarm.config import Settings, load_settings
+from vidfarm.dispatch.celery_progress import ProgressPublisher
 from vidfarm.dispatch.queues import MAX_PRIORITY, QUEUE_ARGUMENTS, is_redis
 from vidfarm.errors import JobTimedOut, VidfarmError
 from vidfarm.remote import ControlPlane, HttpOutbox, HttpReporter
@@ -71,7 +72,10 @@ def make_celery(settings: Settings, without_priority: Collection[str] = ()) -> C
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_ignore_result=True,
+        # SQL is the result. A result backend, when set, only carries the live PROGRESS
+        # state and the end state for Celery's tools (Flower, AsyncResult).
+        result_backend=settings.result_backend or None,
+        task_ignore_result=not settings.result_backend,
         # Events for Flower and `celery inspect active|reserved`.
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -114,6 +118,7 @@ class WorkerContext:
     @classmethod
     def connect(cls, settings: Settings) -> WorkerContext:
         plane = ControlPlane(settings.api_url, settings.worker_token.get_secret_value())
+        plane.stopping = STOPPING.is_set  # a SIGTERM does not wait an outage out
         info = plane.ping()
         storage = make_storage(settings)
         sweep(settings.data_dir / "work", ATTEMPT_FOLDERS)  # left by a worker killed here
@@ -139,7 +144,7 @@ def worker_context() -> WorkerContext:
 
 
 def _register_tasks(app: Celery) -> None:
-    @app.task(name=TASK_RUN_JOB, bind=True, ignore_result=True)
+    @app.task(name=TASK_RUN_JOB, bind=True)
     def run_job_task(task: Task[Any, Any], job_id: str) -> str:
         """Claim the job over HTTP (a duplicate message finds it taken) and run it."""
         context = worker_context()
@@ -154,6 +159,12 @@ def _register_tasks(app: Celery) -> None:
             lease_seconds=context.lease_seconds,
             time_limit=soft_limit,
             should_stop=STOPPING.is_set,
+            listener=ProgressPublisher(
+                app,
+                task_id=task.request.id or job_id,
+                hostname=task.request.hostname,
+                job_id=job_id,
+            ),
         )
         try:
             run_attempt(claim, reporter, context.run)
@@ -199,8 +210,13 @@ def _check_api_at_start(**_: object) -> None:
 
 
 def _module_app() -> Celery:
-    """The app `celery -A vidfarm.dispatch.celery_app worker` finds (settings from env)."""
-    return make_celery(load_settings())
+    """The app `celery -A vidfarm.dispatch.celery_app worker` finds (settings from env).
+
+    It is also Celery's default app: Flower reads task results with a bare
+    `AsyncResult(task_id)`, which finds the result backend through the default app only."""
+    module_app = make_celery(load_settings())
+    module_app.set_default()
+    return module_app
 
 
 app = _module_app()
