@@ -294,3 +294,52 @@ def test_a_queue_declared_with_other_arguments_is_refused_visibly(
     farm.start_worker("after", "encoding")
     done = farm.wait_for(job_id, completed, timeout=90)
     assert done["error"] is None and done["error_class"] is None
+
+
+# --- workers of other applications ---------------------------------------------------------------
+
+FOREIGN_WORKER = """\
+import sys
+from celery import Celery
+app = Celery("pod", broker=sys.argv[1], set_as_current=False)
+app.worker_main(["worker", f"--queues={sys.argv[2]}", "--hostname=foreign@%h", "--pool=solo",
+                 "--without-mingle", "--without-gossip", "--loglevel=warning"])
+"""
+
+
+@pytest.mark.parametrize("shared_farm", ["rabbitmq"], indirect=True)
+def test_the_workers_list_names_this_farms_workers_only(shared_farm: CeleryFarm) -> None:
+    """A broadcast on a shared virtual host reaches Pod's workers too: they are not ours."""
+    farm = shared_farm
+    foreign_queue = f"pod-foreign-{farm.env['VIDFARM_QUEUE_ENCODING'].rsplit('-', 1)[-1]}"
+    foreign = subprocess.Popen(
+        [sys.executable, "-c", FOREIGN_WORKER, RABBITMQ_URL, foreign_queue],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        farm.start()
+        farm.start_worker("ours", "encoding")
+        probe = Celery("probe", broker=RABBITMQ_URL, set_as_current=False)
+
+        def answering() -> set[str]:
+            replies = probe.control.ping(timeout=1) or []
+            return {name.split("@")[0] for reply in replies for name in reply}
+
+        wait_until(lambda: "foreign" in answering(), "the foreign worker answers broadcasts")
+
+        def listed() -> list[str]:
+            return [w["name"] for w in farm.api("GET", "/api/v1/workers").json()["workers"]]
+
+        names = wait_until(
+            lambda: (found := listed()) and any(n.startswith("ours@") for n in found) and found,
+            "our worker listed",
+        )
+        assert [name.split("@")[0] for name in names] == ["ours"], names
+    finally:
+        foreign.terminate()
+        foreign.wait(30)
+        with Connection(RABBITMQ_URL) as connection:
+            channel: Any = connection.channel()
+            channel.queue_delete(foreign_queue)
+            channel.close()

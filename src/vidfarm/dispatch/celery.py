@@ -255,7 +255,11 @@ class CeleryDispatcher:
     # -- observing -------------------------------------------------------------------------------
 
     def workers(self, timeout: float = 1.0) -> list[dict[str, Any]]:
-        """Workers answering a broadcast, with the job ids they are running."""
+        """This farm's workers answering a broadcast, with the job ids they are running.
+
+        A broadcast reaches every worker on the broker (virtual host): on one shared with
+        Esup-Pod or another farm, those answer too. A worker that names its queues and none
+        is ours is left out; one that did not say (a late answer) is kept."""
         inspect = self.app.control.inspect(timeout=timeout)
         try:
             active = inspect.active() or {}
@@ -263,8 +267,11 @@ class CeleryDispatcher:
         except Exception as error:
             log.warning("cannot inspect Celery workers: %s", _one_line(error))
             return []
+        ours = set(own_queues(self._settings))
         found = []
         for name in sorted(set(active) | set(queues)):
+            if name in queues and not ours & {q["name"] for q in queues[name]}:
+                continue  # another application's worker on the same broker
             running = [
                 {"job_id": (task.get("args") or [None])[0], "task": task.get("name")}
                 for task in active.get(name, [])
