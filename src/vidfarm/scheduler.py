@@ -51,10 +51,12 @@ class Scheduler:
         self._leader = leader
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._short_of_space: tuple[float, str] | None = None  # when last seen, and where
 
     def tick(self, now: datetime | None = None, *, reclaim: bool = True) -> TickResult:
         """One reconcile pass; `vidfarm process-tasks` runs exactly this once."""
         now = jobs.utcnow() if now is None else jobs.as_utc(now)
+        out_of_space = self._recently_short_of_space()
         reclaimed: list[str] = []
         with self._sessions() as session:
             if reclaim:
@@ -64,6 +66,7 @@ class Scheduler:
                     retry_base=self._settings.retry_base_seconds,
                     retry_max=self._settings.retry_max_seconds,
                     rng=self._rng,
+                    out_of_space=out_of_space,
                 )
             due = jobs.due_pending(session, now)
         if reclaimed:
@@ -72,6 +75,24 @@ class Scheduler:
             self._dispatcher.dispatch(due)
         self._dispatcher.reconcile(now)
         return TickResult(reclaimed=reclaimed, dispatched=due)
+
+    def _recently_short_of_space(self) -> str | None:
+        """Where the disk was full, if it was within the last two leases.
+
+        A lease that runs out then was likely not renewed because of it (SQLite on that disk
+        refuses the heartbeat; the reclaim itself can only be written once space is back), so
+        the attempt is not counted against the job."""
+        settings = self._settings
+        short = scratch.short_of_space(settings.data_dir, settings.min_free_bytes)
+        if short is not None:
+            self._short_of_space = (time.monotonic(), short)
+        if self._short_of_space is None:
+            return None
+        seen, where = self._short_of_space
+        if time.monotonic() - seen > 2 * settings.lease_seconds + settings.poll_seconds:
+            self._short_of_space = None
+            return None
+        return where
 
     def start(self) -> None:
         """Tick every poll_seconds in a background thread until stop()."""

@@ -149,3 +149,15 @@ def free_bytes(folder: Path) -> int:
             stats = os.statvfs(candidate)
             return stats.f_bavail * stats.f_frsize
     return 0
+
+
+def short_of_space(data_dir: Path, min_free_bytes: int) -> str | None:
+    """Which folder (data, work) has less than `min_free_bytes` free, said in one line; None."""
+    for name, folder in (("data", data_dir), ("work", data_dir / "work")):
+        free = free_bytes(folder)
+        if free < min_free_bytes:
+            return (
+                f"{name} folder {folder}: {free // 2**20} MiB free, below "
+                f"VIDFARM_MIN_FREE_BYTES ({min_free_bytes // 2**20} MiB)"
+            )
+    return None

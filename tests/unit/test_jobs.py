@@ -274,6 +274,22 @@ def test_several_processes_claim_each_job_exactly_once(
     assert sum(1 for ids in per_process if ids) >= 2  # the processes really competed
 
 
+def test_a_lease_that_runs_out_while_the_disk_is_full_is_not_counted(
+    session_factory: Factory,
+) -> None:
+    """The worker could not record its end on a full disk: the job waits for space."""
+    video_id = add_video(session_factory)
+    job_id = new_job(session_factory, video_id)
+    must_claim(session_factory, "stuck-worker")
+    full = "data folder /srv/vidfarm: 3 MiB free, below VIDFARM_MIN_FREE_BYTES (64 MiB)"
+    later = jobs.utcnow() + timedelta(seconds=LEASE + 1)
+    with session_factory() as session:
+        assert jobs.reclaim_expired(session, later, **NO_WAIT, out_of_space=full) == [job_id]
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts, job.error_class) == (JobStatus.PENDING, 0, "OutOfSpace")
+    assert job.error is not None and "out of space" in job.error and "3 MiB free" in job.error
+
+
 def test_lease_expiry_requeues_and_newer_attempt_wins(session_factory: Factory) -> None:
     video_id = add_video(session_factory)
     job_id = new_job(session_factory, video_id)

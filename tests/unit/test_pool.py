@@ -227,6 +227,29 @@ def test_scheduler_reclaims_a_lost_job_and_the_pool_reruns_it(
     assert (done.result, done.attempts) == ({"token": lost.fencing_token + 1}, 2)
 
 
+def test_a_lease_lost_while_the_disk_was_full_is_not_counted(
+    session_factory: Factory, settings: Settings
+) -> None:
+    """The disk was full at one tick and free again at the reclaim (the reclaim itself can only
+    be written then): the attempt still waits for space uncounted."""
+    (job_id,) = submit(session_factory)
+    full = Scheduler(
+        session_factory,
+        LocalDispatcher(session_factory),
+        settings.model_copy(update={"min_free_bytes": 2**62}),
+    )
+    assert full.tick().dispatched == [job_id]
+    with session_factory() as session:  # its worker dies while the disk is full
+        lost = jobs.claim_next(session, worker_id="stuck", lease_seconds=0.2)
+    assert lost is not None
+    time.sleep(0.25)
+    full._settings = settings  # space is back at the next tick (the same scheduler)
+    assert full.tick().reclaimed == [job_id]
+    job = load(session_factory, job_id)
+    assert (job.attempts, job.error_class) == (0, "OutOfSpace"), job.error
+    assert "while out of space" in (job.error or "")
+
+
 def test_scheduler_loop_dispatches_new_jobs(
     session_factory: Factory, pools: Callable[..., WorkerPool], settings: Settings
 ) -> None:

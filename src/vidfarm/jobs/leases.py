@@ -16,10 +16,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm.claims import Claim
 from vidfarm.db import is_postgresql, write_transaction
-from vidfarm.errors import (
-    JobNotFound,
-    LeaseExpired,
-)
+from vidfarm.errors import JobNotFound, LeaseExpired, OutOfSpace, VidfarmError
 from vidfarm.jobs.clock import as_utc, utcnow
 from vidfarm.jobs.failures import record_failure
 from vidfarm.jobs.family import child_failed, child_progressed
@@ -144,8 +141,13 @@ def reclaim_expired(
     retry_base: float,
     retry_max: float,
     rng: random.Random | None = None,
+    out_of_space: str | None = None,
 ) -> list[str]:
-    """Treat running jobs whose lease ran out as a transient failure (their worker is lost)."""
+    """Treat running jobs whose lease ran out as a transient failure (their worker is lost).
+
+    `out_of_space`: the control plane's disk is full (what /readyz says). A worker that could
+    not record its end there (SQLite on that disk, a 507 on its report) is not the job's
+    fault: the attempt waits for space, uncounted, as an OutOfSpace failure would."""
     now = utcnow() if now is None else as_utc(now)
     with write_transaction(session):
         stmt = (
@@ -159,7 +161,11 @@ def reclaim_expired(
         expired = list(session.scalars(stmt))
         for job in expired:
             owner = job.lease_owner or "unknown worker"
-            error = LeaseExpired(f"lease expired (worker lost): {owner}, attempt {job.attempts}")
+            error: VidfarmError = LeaseExpired(
+                f"lease expired (worker lost): {owner}, attempt {job.attempts}"
+            )
+            if out_of_space:
+                error = OutOfSpace(f"lease expired while out of space ({out_of_space}): {owner}")
             record_failure(job, error, [], now, retry_base, retry_max, rng)
             child_failed(session, job)
     return [job.id for job in expired]

@@ -18,7 +18,7 @@ from vidfarm.api.deps import (
 from vidfarm.errors import VidfarmError
 from vidfarm.metrics import render_metrics
 from vidfarm.runtime import Runtime
-from vidfarm.scratch import free_bytes
+from vidfarm.scratch import short_of_space
 
 router = APIRouter(tags=["health"])
 
@@ -62,14 +62,7 @@ def readyz(runtime: RuntimeDep) -> Any:
 def _free_space(runtime: Runtime) -> str:
     """`ok`, or which folder has less free space than VIDFARM_MIN_FREE_BYTES."""
     settings = runtime.settings
-    for name, folder in (("data", settings.data_dir), ("work", settings.data_dir / "work")):
-        free = free_bytes(folder)
-        if free < settings.min_free_bytes:
-            return (
-                f"{name} folder {folder}: {free // 2**20} MiB free, below "
-                f"VIDFARM_MIN_FREE_BYTES ({settings.min_free_bytes // 2**20} MiB)"
-            )
-    return "ok"
+    return short_of_space(settings.data_dir, settings.min_free_bytes) or "ok"
 
 
 def _broker(runtime: Runtime) -> tuple[str, list[str]] | None:
