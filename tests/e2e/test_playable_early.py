@@ -1,4 +1,5 @@
-"""Playable early in a browser: hls.js plays a chunked encode's EVENT playlist while it runs.
+"""Playable early in a browser: hls.js plays a chunked encode's EVENT playlist while it runs,
+on another origin's page and in the dashboard's player.
 
 `vidfarm serve` with one pool slot (chunks in order) and 4 s chunks of the 12 s 1080p clip.
 As soon as the first chunk is in, every ffmpeg of the server is held (SIGSTOP, then SIGCONT):
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from farm_browser import Origin, Server, start_server, wait_until
+from farm_browser import Origin, Server, login, start_server, wait_until
 from test_cross_origin import PAGE
 
 
@@ -112,6 +113,11 @@ def test_hls_js_plays_while_the_encode_still_runs(
         page.evaluate("(src) => window.play(src)", first["master"])
         wait_until(page, "document.getElementById('v').currentTime > 0.5", timeout=30)
         assert page.evaluate("window.state.fatal") is None
+        dashboard = page.context.new_page()  # the dashboard's own player, on the video's page
+        login(dashboard, server, server.user, hash=f"#/videos/{video}")
+        dashboard.wait_for_selector("#video")
+        dashboard.evaluate("document.getElementById('video').play()")
+        wait_until(dashboard, "document.getElementById('video').currentTime > 0.5", timeout=30)
         assert server.api("GET", f"/api/v1/jobs/{job_id}")["status"] == "running"
         assert links()["event"]
     finally:
