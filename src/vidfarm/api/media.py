@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from vidfarm import jobs
 from vidfarm.errors import InvalidParameters, JobNotFound, NotFound
 from vidfarm.media.outputs import MASTER_PLAYLIST
+from vidfarm.media.preview import PREFIX as PREVIEW_PREFIX
 from vidfarm.media.subtitles import add_subtitles
 from vidfarm.models import JobStatus, JobType
 from vidfarm.storage import Storage
@@ -69,6 +70,11 @@ def published_prefix(session: Session, video_id: str, job_id: str, name: str = "
 def _published(session: Session, video_id: str, job_id: str, name: str) -> Found:
     prefix = published_prefix(session, video_id, job_id, name)
     job = jobs.get_job(session, job_id)
+    if job.type == JobType.ENCODE_CHUNK and name.startswith(PREVIEW_PREFIX) and job.parent_id:
+        parent = jobs.get_job(session, job.parent_id)
+        if parent.status == JobStatus.COMPLETED:  # the chunk's files go once the stitch is in:
+            final = name.removeprefix(PREVIEW_PREFIX)  # the final segment of the same number
+            return Found(redirect=f"{video_id}/{parent.id}/{final}")
     subtitles: tuple[tuple[str, str], ...] = ()
     if name == MASTER_PLAYLIST and job.type == JobType.ENCODE:
         subtitles = _subtitle_renditions(session, video_id)

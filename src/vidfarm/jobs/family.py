@@ -16,7 +16,7 @@ share of its children's progress (media seconds done over total).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
@@ -62,9 +62,10 @@ def split(
                 priority=parent.priority,
                 max_attempts=parent.max_attempts,
                 owner_token_id=parent.owner_token_id,
-                created_at=now,
+                # In order (claims go oldest first): the start plays first (docs/chunked.md).
+                created_at=now + timedelta(microseconds=n),
             )
-            for params in children
+            for n, params in enumerate(children)
         ]
         session.add_all(made)
     return made

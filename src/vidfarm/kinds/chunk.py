@@ -2,7 +2,8 @@
 
 It publishes the chunk's files (video per rendition, its thumbnails and overview strip) under
 its attempt's prefix but records no outputs: they are material for the `stitch`, which finds
-them through this job's result (`prefix`, `files`).
+them through this job's result (`prefix`, `files`). Its preview segments (media/preview.py,
+listed in the result's `preview`) let the video play before the stitch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from vidfarm.claims import Claim, Reporter
 from vidfarm.kinds.base import Publication, Workspace
 from vidfarm.media.chunks import ChunkRange, encode_chunk
 from vidfarm.media.plan import plan_encode
+from vidfarm.media.preview import write_preview
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import profile_for_params
 from vidfarm.media.tools import ffmpeg_executable
@@ -47,10 +49,14 @@ class EncodeChunkKind:
             time_limit_factor=settings.time_limit_factor,
             time_limit_min=settings.time_limit_min_seconds,
         )  # fmt: skip
+        reporter.progress(100.0, "preview")
+        ffmpeg = ffmpeg_executable(settings.ffmpeg)
+        preview = write_preview(source, plan, chunk, out, ffmpeg=ffmpeg)
         manifest = {
             "outputs": [],
             "chunk": chunk.to_dict(),
             "files": sorted(p.name for p in out.iterdir()),
             "encode": {"cpu_seconds": run.cpu_seconds, "wall_seconds": run.wall_seconds},
+            "preview": {**preview.info, "cpu_seconds": preview.run.cpu_seconds},
         }
         return Publication(folder=out, manifest=manifest)

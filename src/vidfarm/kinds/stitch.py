@@ -15,6 +15,7 @@ from vidfarm.kinds.base import Publication, Workspace
 from vidfarm.kinds.chunk import chunk_of
 from vidfarm.media.chunks import ChunkRange
 from vidfarm.media.plan import plan_encode
+from vidfarm.media.preview import PREFIX as PREVIEW_PREFIX
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import profile_for_params
 from vidfarm.media.stitch import stitch
@@ -73,5 +74,7 @@ class StitchKind:
         folder = work.folder / "chunks" / f"{chunk.index:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         for name in files:
+            if name.startswith(PREVIEW_PREFIX):
+                continue  # for viewers only, not the stitch
             work.storage.download(f"{prefix}/{name}", folder / name)
         return chunk, folder

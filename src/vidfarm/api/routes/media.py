@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from vidfarm.api import access
 from vidfarm.api.deps import MediaCaller, RuntimeDep, SessionDep, UserAuth
+from vidfarm.api.event import EVENT_MASTER, event_playlist, is_event, running_encode
 from vidfarm.api.media import PATH_PATTERN, resolve, serve
 from vidfarm.api.published import publish_view
 from vidfarm.api.signing import NGINX_PREFIX, PREFIX, BadSignature, MediaSigner, Signed
@@ -23,6 +24,7 @@ from vidfarm.api.views import output_view, playable_outputs
 from vidfarm.errors import NotFound
 from vidfarm.models import Output, Video, Visibility
 from vidfarm.runtime import Runtime
+from vidfarm.storage.base import content_type_for
 
 router = APIRouter(tags=["media"])
 _SUBTITLE = re.compile(r"^subtitle_(?:\d+_)?([A-Za-z0-9-]+)\.vtt$")
@@ -100,6 +102,11 @@ def _signed(
         signer(request).verify(expires, signature, video_id, scheme=scheme)
     except BadSignature as error:
         raise HTTPException(status_code=403, detail=str(error)) from None
+    parts = path.split("/")
+    if len(parts) == 2 and is_event(parts[1]):  # playable early: written now, never cached
+        text = event_playlist(session, runtime.storage, video_id, *parts)
+        headers = {"Cache-Control": "no-cache"}
+        return Response(text, media_type=content_type_for(parts[1]), headers=headers)
     found = resolve(session, _split(video_id, path))
     prefix = NGINX_PREFIX if scheme == "nginx" else PREFIX
     return serve(runtime.storage, found, base=f"{prefix}/{expires}/{signature}", download=download)
@@ -164,6 +171,11 @@ def playback_links(
         found = by_kind.get(kind)
         return _file(signed, base_url, found[0]) if found else None
 
+    master = first("hls_master")
+    if master is None and signer(request).scheme != "nginx":  # nginx serves stored files only
+        encode = running_encode(session, video.id)
+        if encode is not None:  # playable early: the growing EVENT playlist
+            master = f"{base_url}{signed.url(f'{encode.id}/{EVENT_MASTER}')}"
     mp4s = sorted(by_kind.get("mp4", []), key=lambda o: -(o.height or 0))
     subtitles = [o for o in by_kind.get("subtitle", []) if o.key.endswith(".vtt")]
     source = video.source_key.rsplit("/", 1)[-1]
@@ -178,7 +190,8 @@ def playback_links(
         "duration": video.duration,
         "visibility": video.visibility,
         "expires_at": datetime.fromtimestamp(signed.expires, UTC).isoformat(),
-        "master": first("hls_master"),
+        "master": master,
+        "event": master is not None and first("hls_master") is None,
         "mp4": [{"height": o.height, "url": _file(signed, base_url, o)} for o in mp4s],
         "subtitles": [
             {"language": _language(o), "path": _name(o), "url": _file(signed, base_url, o)}

@@ -61,7 +61,9 @@ async function loadSprite(vttOutput) {
 
 export function createPlayer(container, detail) {
   const outputs = detail.outputs ?? [];
-  const master = outputs.find((o) => o.kind === "hls_master");
+  // While a chunked encode runs, the growing EVENT playlist (playable early, docs/chunked.md).
+  const early = detail.playback?.event ? { url: detail.playback.master } : undefined;
+  const master = outputs.find((o) => o.kind === "hls_master") ?? early;
   const mp4s = outputs.filter((o) => o.kind === "mp4").sort((a, b) => (b.height ?? 0) - (a.height ?? 0));
   const audio = outputs.find((o) => o.kind === "audio" && o.path.endsWith(".mp3"));
   const subtitles = outputs.filter((o) => o.kind === "subtitle" && o.path.endsWith(".vtt"));

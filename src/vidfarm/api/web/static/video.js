@@ -233,7 +233,7 @@ export async function render(main, { parts }) {
       h("section", { class: "card" }, h("h2", {}, "Outputs"), outputsTable(detail)),
       h("section", { class: "card" }, h("h2", {}, "Jobs"), h("div", { class: "table-box" }, jobsTable(detail)), actions(detail, load)),
     );
-    const playable = detail.outputs.some((o) => ["hls_master", "mp4", "audio"].includes(o.kind));
+    const playable = detail.playback.event || detail.outputs.some((o) => ["hls_master", "mp4", "audio"].includes(o.kind));
     const encoding = detail.jobs.filter((job) => job.type === "encode" && !FINAL.has(job.status)).at(-1);
     if (!playable && encoding) clear(playerBox, encodingState(encoding));
     else player = createPlayer(playerBox, detail);
