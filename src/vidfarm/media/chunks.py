@@ -17,8 +17,6 @@ closed-GOP keyframes, so the kept packets decode alone and are the ones a single
 from __future__ import annotations
 
 import math
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import av
 from vidfarm.media.arguments import x264_args
 from vidfarm.media.ffmpeg import FFmpegRun, ProgressCallback, run_ffmpeg
 from vidfarm.media.plan import EncodePlan
+from vidfarm.media.staging import staged
 
 #: A last range shorter than this fraction of a chunk joins the one before.
 SHORT_TAIL_FRACTION = 0.5
@@ -218,10 +217,7 @@ def encode_chunk(
     time_limit_min: float = 300.0,
 ) -> FFmpegRun:
     """Encode one range into `out_dir`, which appears complete or not at all."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged(out_dir, replace=True) as staging:
         run = run_ffmpeg(
             ffmpeg,
             build_chunk_args(plan, source, chunk),
@@ -234,12 +230,6 @@ def encode_chunk(
         assert plan.ladder is not None
         for rendition in plan.ladder.renditions:
             keep_range(staging / chunk_file(chunk, rendition.name), pre, pre + chunk.duration)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return run
 
 

@@ -10,8 +10,6 @@ twice; see shared/reference/pod-encoding.md.) Planning lives in `plan`, the argu
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from vidfarm.media.outputs import MANIFEST_NAME, describe_outputs
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import Profile, RenditionSpec
+from vidfarm.media.staging import staged
 
 #: A last HLS segment shorter than this fraction of the segment length joins the one before.
 TAIL_FRACTION = 0.5
@@ -71,10 +70,7 @@ def encode(
     plan = plan_encode(info, profile, start=start, end=end, only=only, formats=formats)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidParameters(f"output folder {out_dir} is not empty")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged(out_dir) as staging:
         run = run_ffmpeg(
             ffmpeg,
             build_ffmpeg_args(plan, source, composed),
@@ -95,10 +91,4 @@ def encode(
             merge_short_tail(staging / playlist, plan.profile.segment_duration * TAIL_FRACTION)
         manifest = describe_outputs(plan, staging)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return EncodeResult(manifest=manifest, run=run)

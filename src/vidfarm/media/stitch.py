@@ -34,6 +34,7 @@ from vidfarm.media.ffmpeg import ProgressCallback, run_ffmpeg
 from vidfarm.media.hls import merge_short_tail
 from vidfarm.media.outputs import MANIFEST_NAME, describe_outputs
 from vidfarm.media.plan import EncodePlan
+from vidfarm.media.staging import staged
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +64,7 @@ def stitch(
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidMedia(f"output folder {out_dir} is not empty")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    staging = out_dir.parent / f".{out_dir.name}.partial-{tag}"
-    work = out_dir.parent / f".{out_dir.name}.stitch-{tag}"
-    staging.mkdir()
+    work = out_dir.parent / f".{out_dir.name}.stitch-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     limit = max(time_limit_min, time_limit_factor * plan.duration)
     steps = 1 + len(ladder.renditions)
@@ -79,79 +77,77 @@ def stitch(
         return lambda percent: report((done * 100 + percent) / steps)
 
     try:
-        audio: dict[int, Path] = {}
-        if plan.has_audio:
-            audio = {
-                r.audio_bitrate: work / f"audio_{r.audio_bitrate}.m4a" for r in ladder.renditions
-            }
-            run = run_ffmpeg(
-                ffmpeg,
-                _audio_args(plan, source, audio, staging / "audio.mp3"),
-                duration=plan.duration,
-                cwd=work,
-                on_progress=step_progress(0),
-                time_limit=limit,
-            )
-            cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
-        for n, rendition in enumerate(ladder.renditions, 1):
-            listing = work / f"{rendition.name}.txt"
-            listing.write_text(
-                concat_list(plan, [(c, f / chunk_file(c, rendition.name)) for c, f in chunks]),
-                encoding="utf-8",
-            )
-            args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+        with staged(out_dir) as staging:
+            audio: dict[int, Path] = {}
             if plan.has_audio:
-                args += ["-i", f"file:{audio[rendition.audio_bitrate]}", "-map", "0:v:0"]
-                args += ["-map", "1:a:0"]
-            else:
-                args += ["-map", "0:v:0"]
-            args += ["-c", "copy", *_muxers(plan, rendition.name, rendition.mp4)]
-            run = run_ffmpeg(
-                ffmpeg,
-                args,
-                duration=plan.duration,
-                cwd=staging,
-                on_progress=step_progress(n),
-                time_limit=limit,
-            )
-            cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
-        for chunk, folder in chunks:
-            for number, _ in thumbnails_in(plan, chunk):
-                shutil.copyfile(
-                    folder / f"thumbnail_{number}.jpg", staging / f"thumbnail_{number}.jpg"
+                audio = {
+                    r.audio_bitrate: work / f"audio_{r.audio_bitrate}.m4a"
+                    for r in ladder.renditions
+                }
+                run = run_ffmpeg(
+                    ffmpeg,
+                    _audio_args(plan, source, audio, staging / "audio.mp3"),
+                    duration=plan.duration,
+                    cwd=work,
+                    on_progress=step_progress(0),
+                    time_limit=limit,
                 )
-        strips = [
-            folder / sprite_strip(c) for c, folder in chunks if (folder / sprite_strip(c)).exists()
-        ]
-        if len(strips) == 1:
-            shutil.copyfile(strips[0], staging / "overview.png")
-        elif strips:
-            inputs = [part for strip in strips for part in ("-i", f"file:{strip.resolve()}")]
-            filters = ["-filter_complex", f"hstack=inputs={len(strips)}", "-frames:v", "1"]
-            run = run_ffmpeg(
-                ffmpeg,
-                [*inputs, *filters, "overview.png"],
-                duration=0,
-                cwd=staging,
-                time_limit=limit,
-            )
-            cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
-        if plan.subtitles:
-            run_ffmpeg(
-                ffmpeg, build_subtitle_args(plan, source), duration=plan.duration, cwd=staging,
-                time_limit=limit,
-            )  # fmt: skip
-        for playlist in plan.hls_playlists:
-            merge_short_tail(staging / playlist, plan.profile.segment_duration * TAIL_FRACTION)
-        manifest = describe_outputs(plan, staging)
-        manifest["chunks"] = [chunk.to_dict() for chunk, _ in chunks]
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
+            for n, rendition in enumerate(ladder.renditions, 1):
+                listing = work / f"{rendition.name}.txt"
+                listing.write_text(
+                    concat_list(plan, [(c, f / chunk_file(c, rendition.name)) for c, f in chunks]),
+                    encoding="utf-8",
+                )
+                args = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+                if plan.has_audio:
+                    args += ["-i", f"file:{audio[rendition.audio_bitrate]}", "-map", "0:v:0"]
+                    args += ["-map", "1:a:0"]
+                else:
+                    args += ["-map", "0:v:0"]
+                args += ["-c", "copy", *_muxers(plan, rendition.name, rendition.mp4)]
+                run = run_ffmpeg(
+                    ffmpeg,
+                    args,
+                    duration=plan.duration,
+                    cwd=staging,
+                    on_progress=step_progress(n),
+                    time_limit=limit,
+                )
+                cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
+            for chunk, folder in chunks:
+                for number, _ in thumbnails_in(plan, chunk):
+                    shutil.copyfile(
+                        folder / f"thumbnail_{number}.jpg", staging / f"thumbnail_{number}.jpg"
+                    )
+            strips = [
+                folder / sprite_strip(c)
+                for c, folder in chunks
+                if (folder / sprite_strip(c)).exists()
+            ]
+            if len(strips) == 1:
+                shutil.copyfile(strips[0], staging / "overview.png")
+            elif strips:
+                inputs = [part for strip in strips for part in ("-i", f"file:{strip.resolve()}")]
+                filters = ["-filter_complex", f"hstack=inputs={len(strips)}", "-frames:v", "1"]
+                run = run_ffmpeg(
+                    ffmpeg,
+                    [*inputs, *filters, "overview.png"],
+                    duration=0,
+                    cwd=staging,
+                    time_limit=limit,
+                )
+                cpu, wall = cpu + run.cpu_seconds, wall + run.wall_seconds
+            if plan.subtitles:
+                run_ffmpeg(
+                    ffmpeg, build_subtitle_args(plan, source), duration=plan.duration, cwd=staging,
+                    time_limit=limit,
+                )  # fmt: skip
+            for playlist in plan.hls_playlists:
+                merge_short_tail(staging / playlist, plan.profile.segment_duration * TAIL_FRACTION)
+            manifest = describe_outputs(plan, staging)
+            manifest["chunks"] = [chunk.to_dict() for chunk, _ in chunks]
+            (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return StitchResult(manifest=manifest, cpu_seconds=cpu, wall_seconds=wall)
