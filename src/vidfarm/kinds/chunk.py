@@ -8,10 +8,12 @@ listed in the result's `preview`) let the video play before the stitch.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vidfarm.claims import Claim, Reporter
 from vidfarm.kinds.base import Publication, Workspace
 from vidfarm.media.chunks import ChunkRange, encode_chunk
-from vidfarm.media.plan import plan_encode
+from vidfarm.media.plan import EncodePlan, plan_encode
 from vidfarm.media.preview import write_preview
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import profile_for_params
@@ -27,6 +29,19 @@ def chunk_of(params: dict[str, object]) -> ChunkRange:
     )
 
 
+def plan_for(claim: Claim, work: Workspace) -> tuple[Path, EncodePlan]:
+    """The source, streamed in, and the plan every part of a chunked encode shares: the same
+    profile, cut and formats give the same ladder and grid in each chunk and in the stitch."""
+    settings, params = work.settings, claim.params
+    profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
+    source = work.source(claim)
+    plan = plan_encode(
+        probe(source), profile, start=params.get("start"), end=params.get("end"),
+        formats=params.get("formats"),
+    )  # fmt: skip
+    return source, plan
+
+
 class EncodeChunkKind:
     name = JobType.ENCODE_CHUNK.value
     queue = "encoding"
@@ -34,12 +49,7 @@ class EncodeChunkKind:
 
     def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
         settings, params = work.settings, claim.params
-        profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
-        source = work.source(claim)
-        plan = plan_encode(
-            probe(source), profile, start=params.get("start"), end=params.get("end"),
-            formats=params.get("formats"),
-        )  # fmt: skip
+        source, plan = plan_for(claim, work)
         chunk = chunk_of(params)
         reporter.progress(0.0, "encoding")
         out = work.folder / "out"

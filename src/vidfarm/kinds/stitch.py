@@ -12,12 +12,9 @@ from typing import Any
 from vidfarm.claims import Claim, Reporter
 from vidfarm.errors import InvalidParameters
 from vidfarm.kinds.base import Publication, Workspace
-from vidfarm.kinds.chunk import chunk_of
+from vidfarm.kinds.chunk import chunk_of, plan_for
 from vidfarm.media.chunks import ChunkRange
-from vidfarm.media.plan import plan_encode
 from vidfarm.media.preview import PREFIX as PREVIEW_PREFIX
-from vidfarm.media.probe import probe
-from vidfarm.media.profiles import profile_for_params
 from vidfarm.media.stitch import stitch
 from vidfarm.media.tools import ffmpeg_executable
 from vidfarm.models import JobType
@@ -30,12 +27,7 @@ class StitchKind:
 
     def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
         settings, params = work.settings, claim.params
-        profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
-        source = work.source(claim)
-        plan = plan_encode(
-            probe(source), profile, start=params.get("start"), end=params.get("end"),
-            formats=params.get("formats"),
-        )  # fmt: skip
+        source, plan = plan_for(claim, work)
         reporter.progress(0.0, "fetching chunks")
         chunks = [self._fetch(work, child) for child in params.get("children") or []]
         reporter.progress(0.0, "stitching")
