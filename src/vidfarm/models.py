@@ -53,6 +53,20 @@ class JobType(enum.StrEnum):
     STITCH = "stitch"
 
 
+#: Runner task types that exist only between vidfarm processes are `vidfarm_<job type>`: a
+#: `vidfarm runner` announces them in its health answer and the control plane sends them
+#: nowhere else (a foreign Esup-Runner knows only Pod's encoding, studio and transcription).
+VIDFARM_TASK_PREFIX = "vidfarm_"
+
+
+def vidfarm_task(job_type: JobType) -> str:
+    return VIDFARM_TASK_PREFIX + job_type.value
+
+
+def vidfarm_only(task_type: str) -> bool:
+    return task_type.startswith(VIDFARM_TASK_PREFIX)
+
+
 class Visibility(enum.StrEnum):
     """Who may play a video: its owner and admins, anyone with its link, or anyone at all."""
 
@@ -241,6 +255,10 @@ class RunnerManager(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
+    #: The task types its health answer announced (None: not known yet, or a foreign
+    #: Esup-Runner that announces none); vidfarm-only types (chunks) go only where listed.
+    task_types: Mapped[list[str] | None] = mapped_column(JSON)
+    task_types_checked_at: Mapped[datetime | None] = mapped_column()
 
 
 class RunnerAssignment(Base):

@@ -21,7 +21,16 @@ from vidfarm.media.chunks import plan_chunks
 from vidfarm.media.plan import FORMATS, check_formats
 from vidfarm.media.probe import MediaInfo, probe
 from vidfarm.media.profiles import load_profile, parse_resolution, profile_for_params
-from vidfarm.models import Job, JobStatus, JobType, Output, Video, new_id
+from vidfarm.models import (
+    Job,
+    JobStatus,
+    JobType,
+    Output,
+    RunnerManager,
+    Video,
+    new_id,
+    vidfarm_task,
+)
 from vidfarm.storage import Storage
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -208,7 +217,7 @@ def check_affiliation(settings: Settings, affiliation: str | None) -> None:
 def chunk_params(settings: Settings, video: Video, params: dict[str, Any]) -> list[dict[str, Any]]:
     """The children's params of a chunked encode of `video`, or [] for one pass."""
     probe = video.probe or {}
-    if settings.transport == "runners" or not probe.get("video"):
+    if not probe.get("video"):
         return []
     if len(probe.get("audio") or []) > 1 or probe.get("pictures"):
         return []
@@ -233,8 +242,22 @@ def chunk_params(settings: Settings, video: Video, params: dict[str, Any]) -> li
     ]
 
 
+def runners_take_chunks(session: Session) -> bool:
+    """Whether an active runner manager announced the chunk and stitch task types."""
+    needed = {vidfarm_task(JobType.ENCODE_CHUNK), vidfarm_task(JobType.STITCH)}
+    announced = session.scalars(
+        select(RunnerManager.task_types).where(RunnerManager.active.is_(True))
+    ).all()
+    return any(needed <= set(types or []) for types in announced)
+
+
 def split_encode(session: Session, settings: Settings, video: Video, job: Job) -> bool:
-    """Split a new encode job into `encode_chunk` children joined by a `stitch`, if it pays."""
+    """Split a new encode job into `encode_chunk` children joined by a `stitch`, if it pays.
+
+    Sent to runner managers, it is split only when an active one announced both chunk task
+    types (a `vidfarm runner`): a foreign Esup-Runner takes whole videos only."""
+    if settings.transport == "runners" and not runners_take_chunks(session):
+        return False
     children = chunk_params(settings, video, dict(job.params))
     if not children:
         return False

@@ -41,7 +41,7 @@ def _run_in(
         kind = kind_for(claim.job_type)
         work = Workspace(settings=settings, storage=storage, folder=folder)
         publication = kind.run(claim, reporter, work)
-        _publish(claim, reporter, storage, publication)
+        _publish(claim, reporter, storage, publication, kind.consumed(claim.params))
     except StaleAttempt:
         log.warning(
             "job %s attempt %s lost its lease; outputs dropped", claim.job_id, claim.attempt
@@ -54,8 +54,16 @@ def _run_in(
         reporter.fail(error, list(getattr(error, "log_tail", []) or []))
 
 
-def _publish(claim: Claim, reporter: Reporter, storage: Storage, publication: Publication) -> None:
-    """Publish under the attempt's own prefix, then report; a refused report unpublishes."""
+def _publish(
+    claim: Claim,
+    reporter: Reporter,
+    storage: Storage,
+    publication: Publication,
+    consumed: tuple[str, ...],
+) -> None:
+    """Publish under the attempt's own prefix, then report; a refused report unpublishes.
+    Once the completion is accepted (never before: a stale attempt must not take them from a
+    newer one), what the job consumed is deleted."""
     if not reporter.progress(99.9, "publishing"):
         raise JobCancelled("stopped before publishing")
     prefix = attempt_prefix(claim)
@@ -67,11 +75,11 @@ def _publish(claim: Claim, reporter: Reporter, storage: Storage, publication: Pu
     except StaleAttempt:
         storage.delete_prefix(prefix)  # a newer attempt owns the job: drop our copy
         raise
-    for consumed in publication.discard:
+    for gone in consumed:
         try:
-            storage.delete_prefix(consumed)
+            storage.delete_prefix(gone)
         except VidfarmError as error:  # the job is done; a leftover is only space
-            log.warning("job %s: could not delete %s: %s", claim.job_id, consumed, error)
+            log.warning("job %s: could not delete %s: %s", claim.job_id, gone, error)
 
 
 def _record(prefix: str, entry: dict[str, Any]) -> OutputRecord:

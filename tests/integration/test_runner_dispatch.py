@@ -36,6 +36,7 @@ from sqlalchemy import select
 
 from fixtures_db import PG_HOST, PG_PORT, fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
+from readback import audio_codec, read_video
 from services import free_port, require_service
 from vidfarm.api.app import create_app
 from vidfarm.auth import Role, create_token
@@ -948,3 +949,101 @@ def test_an_encode_and_its_transcription_both_run_on_a_runner_and_are_served(
     assert hashlib.sha256(vtt.encode()).hexdigest() == subtitle.sha256
     master = plane.client.get(f"/videos/stream/{video_id}/{encode_id}/master.m3u8").text
     assert "TYPE=SUBTITLES" in master and 'LANGUAGE="en"' in master
+
+
+TWO_RUNGS = PROFILE + (
+    '[[renditions]]\nheight = 144\nmin_video_bitrate = "100k"\nvideo_bitrate = "150k"\n'
+    'max_video_bitrate = "200k"\naudio_bitrate = "64k"\nmp4 = true\n'
+)
+
+
+def announced(plane: ControlPlane) -> dict[str, list[str]]:
+    return {m["name"]: m["task_types"] for m in plane.client.get("/api/v1/runners").json()}
+
+
+def test_vidfarm_runners_take_chunks_and_a_foreign_runner_whole_videos(
+    plane_factory: Callable[..., ControlPlane],
+    runner_processes: Callable[[int], list[RunnerProcess]],
+    manager_factory: Callable[..., FakeManager],
+    make_media: MakeMedia,
+) -> None:
+    """Issue 17: with VIDFARM_DISPATCHER=runners, `vidfarm runner` managers take a long
+    encode's chunks and its stitch; a foreign Esup-Runner (it announces no task types) is
+    never offered them, and gets whole videos."""
+    plane = plane_factory(chunk_seconds=4.0, chunk_min_seconds=6.0, runners_check_after_seconds=3.0)
+    # The plane's profile (two rungs) is not the runners' own (one): the chunks and the
+    # stitch must follow the plane's, whoever runs them.
+    (plane.settings.data_dir / "profiles" / "default.toml").write_text(TWO_RUNGS)
+    lecture = make_media("runner-lecture.mp4", *video_args("320x180", 25, 12.0))
+    foreign = manager_factory()
+    plane.add_runner("foreign", foreign.url, priority=0)  # asked first for what it can run
+    wait_until(lambda: "foreign" in announced(plane), 10, "the foreign manager listed")
+
+    # Only a foreign manager: the long video is one whole encode, sent to it.
+    whole_id = plane.upload(lecture)
+    whole = plane.wait_job(whole_id, ("completed", "failed"), 90)
+    assert whole["status"] == "completed", whole
+    assert not whole.get("chunks") and "chunks" not in whole["result"]
+    assert [body["task_type"] for body in foreign.executes] == ["encoding"]
+
+    first, second = runner_processes(2)
+    plane.add_runner("first", first.url, priority=1)
+    plane.add_runner("second", second.url, priority=1)
+    chunk_types = ["vidfarm_encode_chunk", "vidfarm_stitch"]
+    wait_until(
+        lambda: all(set(chunk_types) <= set(announced(plane)[n]) for n in ("first", "second")),
+        30,
+        "the vidfarm runners' task types learnt from their health answers",
+    )
+    assert announced(plane)["foreign"] == []
+
+    encode_id = plane.upload(lecture)
+    encode = plane.wait_job(encode_id, ("completed", "failed"), 240)
+    assert encode["status"] == "completed", encode
+    children = encode["chunks"]
+    assert [(c["type"], c["start"], c["end"]) for c in children] == [
+        ("encode_chunk", 0, 4), ("encode_chunk", 4, 8), ("encode_chunk", 8, 12),
+        ("stitch", None, None),
+    ]  # fmt: skip
+    ids = {m["name"]: m["id"] for m in plane.client.get("/api/v1/runners").json()}
+    ran_on = {}
+    for child in children:
+        (assignment,) = [a for a in plane.assignments(child["id"]) if a.state == "completed"]
+        ran_on[child["id"]] = assignment.manager_id
+        assert assignment.task_type == f"vidfarm_{child['type']}"
+    assert set(ran_on.values()) <= {ids["first"], ids["second"]}
+    assert {ran_on[c["id"]] for c in children[:3]} == {ids["first"], ids["second"]}  # shared
+    assert [body["task_type"] for body in foreign.executes] == ["encoding"]  # nothing more
+
+    # The stitched encode, read back: both rungs of the plane's profile, 12 s, 300 frames,
+    # a keyframe every second (the plane's grid), 2 s HLS segments each opening on a keyframe.
+    assert [c["start"] for c in encode["result"]["chunks"]] == [0, 4, 8]
+    outputs = plane.outputs(encode_id)
+    mp4s = sorted((o for o in outputs if o.kind == "mp4"), key=lambda o: o.height or 0)
+    assert [o.height for o in mp4s] == [144, 180]
+    for output in outputs:
+        data = plane.media(output.key).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == output.sha256
+    for mp4 in mp4s:
+        track = read_video(plane.media(mp4.key))
+        assert track.frames == 300 and abs(track.duration - 12.0) < 0.04
+        assert [float(k) for k in track.keyframes] == [float(n) for n in range(12)]
+        assert audio_codec(plane.media(mp4.key)) == "aac"
+    video_id = encode["video_id"]
+    base = f"/videos/stream/{video_id}/{encode_id}"
+    master = m3u8.loads(plane.client.get(f"{base}/master.m3u8").text)
+    assert len(master.playlists) == 2
+    for variant in master.playlists:
+        playlist = m3u8.loads(plane.client.get(f"{base}/{variant.uri}").text)
+        assert [round(s.duration, 2) for s in playlist.segments] == [2.0] * 6
+        assert playlist.is_endlist
+        for segment in playlist.segments:
+            local = plane.media(f"{encode['result']['prefix']}/{segment.uri}")
+            assert read_video(local).keyframes[0] == 0  # each segment opens on a keyframe
+    # The chunks' files went once the stitch was imported: on the plane and on the runner.
+    for child in children[:3]:
+        folder = plane.settings.media_dir / "videos" / video_id / child["id"]
+        assert not [p for p in folder.rglob("*") if p.is_file()], child
+    for runner in (first, second):
+        leftovers = (runner.data_dir / "media" / "sources").glob("*/chunks/**/*")
+        assert not [p for p in leftovers if p.is_file()]

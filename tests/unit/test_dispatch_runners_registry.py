@@ -49,7 +49,9 @@ def test_api_contract_never_returns_the_token(api: TestClient, runtime: Runtime)
     created = api.post("/api/v1/runners", json={**body, "active": True})
     assert created.status_code == 201
     view = created.json()
-    assert set(view) == {"id", "name", "priority", "url", "active", "created_at", "last_used_at"}
+    assert set(view) == {
+        "id", "name", "priority", "url", "active", "created_at", "last_used_at", "task_types"
+    }  # fmt: skip
     assert view["url"] == "http://127.0.0.1:9" and view["priority"] == 2 and view["active"]
     listed = api.get("/api/v1/runners")
     assert listed.status_code == 200 and listed.json() == [view]
@@ -102,6 +104,7 @@ def test_test_connection_explains_failures(api: TestClient) -> None:
         "status_code": None,
         "latency_ms": None,
         "message": f"connection refused: nothing listens at 127.0.0.1:{port}",
+        "task_types": [],
     }
     assert len(warnings) == 1 and "no DNS name" in warnings[0]  # http://host:port, an address
 

@@ -21,8 +21,8 @@ _PATTERNS = (
     re.compile(r"(vf_[a-z0-9]{12}_)[A-Za-z0-9_-]+"),
     # A signed media path: /media/s/<expires>/<signature>/
     re.compile(r"(/media/s/[0-9]{1,12}/)[A-Za-z0-9_-]+"),
-    # A runner source link: /runner/source/<assignment>/<secret>/
-    re.compile(r"(/runner/source/[A-Za-z0-9_-]+/)[A-Za-z0-9_-]+"),
+    # A runner source or input link: /runner/source/<assignment>/<secret>/
+    re.compile(r"(/runner/(?:source|input)/[A-Za-z0-9_-]+/)[A-Za-z0-9_-]+"),
     # Authorization headers quoted in a message
     re.compile(r"(?i)(\bBearer\s+)[^\s\"',]+"),
 )

@@ -93,10 +93,12 @@ def test(
     """Test the connection: GET {url}/manager/health (else /api/health) with the token."""
     with runtime() as rt, rt.sessions() as session:
         manager = runner_registry.get_manager(session, runner)
-        report = runner_registry.test_connection(rt.settings, manager)
+        report = runner_registry.test_connection(rt.settings, manager, session)
     if not report.ok:  # one line: what is wrong now
         fail(f"runner manager {manager.name}: {report.message}")
     console.print(f"runner manager {manager.name}: {report.message}", highlight=False)
+    if report.task_types:
+        console.print(f"task types: {', '.join(report.task_types)}", highlight=False)
     for warning in report.warnings:
         errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 

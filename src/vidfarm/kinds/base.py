@@ -61,9 +61,6 @@ class Publication:
 
     folder: Path
     manifest: dict[str, Any]
-    #: Storage prefixes this attempt consumed and nobody needs once its completion is
-    #: accepted (a stitch's chunks); the worker core deletes them then, never before.
-    discard: tuple[str, ...] = ()
 
 
 class JobKind(Protocol):
@@ -72,8 +69,15 @@ class JobKind(Protocol):
     #: The queue family transports route it to: "encoding" or "transcription".
     queue: str
     #: The Esup-Runner task type that carries it to a runner manager; None: runners can't.
+    #: A `vidfarm_` type goes only to managers announcing it (`vidfarm runner`).
     runner_task: str | None
 
     def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
         """Do the work; raise a classified VidfarmError (or JobCancelled) to stop."""
+        ...
+
+    def consumed(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """Storage prefixes a job with these params used up: nobody needs them once its
+        completion is accepted (a stitch's chunks). Whoever records that completion (the
+        worker core, the runner importer) deletes them then, never before."""
         ...

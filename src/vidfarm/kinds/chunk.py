@@ -8,7 +8,9 @@ listed in the result's `preview`) let the video play before the stitch.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any
 
 from vidfarm.claims import Claim, Reporter
 from vidfarm.kinds.base import Publication, Workspace
@@ -18,7 +20,19 @@ from vidfarm.media.preview import write_preview
 from vidfarm.media.probe import probe
 from vidfarm.media.profiles import profile_for_params
 from vidfarm.media.tools import ffmpeg_executable
-from vidfarm.models import JobType
+from vidfarm.models import JobType, vidfarm_task
+
+
+def file_sums(folder: Path) -> dict[str, dict[str, object]]:
+    """Each file's size and SHA-256."""
+    sums: dict[str, dict[str, object]] = {}
+    for path in sorted(folder.iterdir()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        sums[path.name] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return sums
 
 
 def chunk_of(params: dict[str, object]) -> ChunkRange:
@@ -45,7 +59,7 @@ def plan_for(claim: Claim, work: Workspace) -> tuple[Path, EncodePlan]:
 class EncodeChunkKind:
     name = JobType.ENCODE_CHUNK.value
     queue = "encoding"
-    runner_task: str | None = None  # a foreign runner gets whole videos
+    runner_task: str | None = vidfarm_task(JobType.ENCODE_CHUNK)  # foreign runners: no
 
     def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
         settings, params = work.settings, claim.params
@@ -66,7 +80,13 @@ class EncodeChunkKind:
             "outputs": [],
             "chunk": chunk.to_dict(),
             "files": sorted(p.name for p in out.iterdir()),
+            # What a runner manager lists (and its control plane checks) when it hands the
+            # chunk back: read once here, not at every request.
+            "sums": file_sums(out),
             "encode": {"cpu_seconds": run.cpu_seconds, "wall_seconds": run.wall_seconds},
             "preview": {**preview.info, "cpu_seconds": preview.run.cpu_seconds},
         }
         return Publication(folder=out, manifest=manifest)
+
+    def consumed(self, params: dict[str, Any]) -> tuple[str, ...]:
+        return ()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vidfarm.claims import Claim, Reporter
 from vidfarm.kinds.base import Publication, Workspace
 from vidfarm.media.composition_params import SOURCE, composition_from_params
@@ -53,3 +55,6 @@ class EncodeKind:
             },
         }
         return Publication(folder=work.folder / "out", manifest=manifest)
+
+    def consumed(self, params: dict[str, Any]) -> tuple[str, ...]:
+        return ()

@@ -17,13 +17,13 @@ from vidfarm.media.chunks import ChunkRange
 from vidfarm.media.preview import PREFIX as PREVIEW_PREFIX
 from vidfarm.media.stitch import stitch
 from vidfarm.media.tools import ffmpeg_executable
-from vidfarm.models import JobType
+from vidfarm.models import JobType, vidfarm_task
 
 
 class StitchKind:
     name = JobType.STITCH.value
     queue = "encoding"
-    runner_task: str | None = None
+    runner_task: str | None = vidfarm_task(JobType.STITCH)
 
     def run(self, claim: Claim, reporter: Reporter, work: Workspace) -> Publication:
         settings, params = work.settings, claim.params
@@ -49,8 +49,15 @@ class StitchKind:
                 "stitch_wall_seconds": result.wall_seconds,
             },
         }
-        consumed = tuple(str(child["result"]["prefix"]) for child in params["children"])
-        return Publication(folder=work.folder / "out", manifest=manifest, discard=consumed)
+        return Publication(folder=work.folder / "out", manifest=manifest)
+
+    def consumed(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """Where its chunks were published: once the stitch completed, nobody needs them."""
+        return tuple(
+            str(child["result"]["prefix"])
+            for child in params.get("children") or []
+            if (child.get("result") or {}).get("prefix")
+        )
 
     @staticmethod
     def _fetch(work: Workspace, child: dict[str, Any]) -> tuple[ChunkRange, Path]:

@@ -41,6 +41,9 @@ class TranscriptionKind:
         write_outputs(transcript, out)
         return Publication(folder=out, manifest=_manifest(transcript, out))
 
+    def consumed(self, params: dict[str, Any]) -> tuple[str, ...]:
+        return ()
+
 
 def _manifest(transcript: Transcript, folder: Path) -> dict[str, Any]:
     return {

@@ -247,10 +247,30 @@ def profile_with_renditions(base: Profile, renditions: list[dict[str, Any]]) -> 
         raise InvalidParameters(f"rendition: {where}: {first['msg']}") from None
 
 
+def profile_from_spec(spec: object) -> Profile:
+    """A whole profile given as data (JSON), checked like a profile file."""
+    if not isinstance(spec, dict):
+        raise InvalidParameters("profile_spec: expected an object")
+    try:
+        return Profile.model_validate(spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "profile_spec"
+        raise InvalidParameters(f"profile_spec.{where}: {first['msg']}") from None
+
+
 def profile_for_params(params: dict[str, Any], default_name: str, user_dir: Path | None) -> Profile:
     """The profile a job's params ask for: its named profile (or the default), with the
-    inline `renditions` list (RenditionSpec fields) replacing the ladder when present."""
-    profile = load_profile(str(params.get("profile") or default_name), user_dir)
+    inline `renditions` list (RenditionSpec fields) replacing the ladder when present.
+
+    `profile_spec`, a whole profile, is how a vidfarm control plane hands its own profile to
+    a `vidfarm runner` for chunks: every chunk and the stitch must encode alike, wherever
+    they run, so the runner's own default profile must not apply."""
+    spec = params.get("profile_spec")
+    if spec is not None:
+        profile = profile_from_spec(spec)
+    else:
+        profile = load_profile(str(params.get("profile") or default_name), user_dir)
     single_file = params.get("hls_single_file")
     if single_file is not None:
         if not isinstance(single_file, bool):

@@ -169,6 +169,8 @@ def create_runner_app(service: RunnerService, *, run_farm: bool = True) -> FastA
             "running": running,
             "available": max(0, service.capacity - running),
             "version": __version__,
+            # A vidfarm control plane sends chunks and stitches only to a manager saying so.
+            "task_types": sorted(tasks.TASK_TYPES),
         }
 
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)

@@ -66,6 +66,9 @@ def result_files(session: Session, storage: Storage, task: RunnerTask) -> list[R
         add(entry["path"], entry["sha256"], int(entry.get("size") or 0))
         for segment in entry.get("segments") or []:
             add(segment["path"], segment["sha256"], int(segment.get("size") or 0))
+    if job.type == JobType.ENCODE_CHUNK.value:  # material for a stitch, not outputs
+        for name, item in (result.get("sums") or {}).items():
+            add(name, item["sha256"], int(item["size"]))
     if job.type == JobType.ENCODE.value:
         key = f"{prefix}/{MANIFEST}"
         if storage.exists(key):

@@ -25,7 +25,7 @@ from vidfarm import jobs
 from vidfarm.db import write_transaction
 from vidfarm.errors import JobCancelled, UnexpectedError, VidfarmError
 from vidfarm.models import Job, JobStatus, RunnerTask, new_id
-from vidfarm.runner_service import assets, tasks
+from vidfarm.runner_service import assets, chunks, tasks
 from vidfarm.runner_service.cleanup import purge_old_tasks
 from vidfarm.runner_service.fetch import download
 from vidfarm.runner_service.notify import Notifier
@@ -162,6 +162,7 @@ class RunnerService:
         )
         params = dict(job_spec.get("params") or {})
         remote = params.pop("remote", None)
+        remote_chunks = params.pop("remote_chunks", None)  # a stitch's inputs (chunks.py)
         video_id = None
         try:
             studio, cut = None, None
@@ -190,6 +191,12 @@ class RunnerService:
                     )
                 keys = assets.store_assets(urls, video_id, self.runtime.storage, fetcher)
                 params["composition"] = assets.composition_for(remote, keys, studio=studio, cut=cut)
+            if remote_chunks:
+                prefixes = chunks.fetch_chunks(
+                    remote_chunks, video_id, self.runtime.storage, fetcher
+                )
+                for child in params["children"]:
+                    child["result"]["prefix"] = prefixes[int(child["index"])]
         except (JobCancelled, VidfarmError) as error:
             if video_id is not None:
                 with self.runtime.sessions() as session:

@@ -30,6 +30,7 @@ from vidfarm.db import is_postgresql, write_transaction
 from vidfarm.errors import InvalidParameters, InvalidTransition, NotFound, TransientError
 from vidfarm.media.profiles import load_profile, profile_from_rendition_json
 from vidfarm.models import Job, JobStatus, JobType, RunnerTask
+from vidfarm.runner_service import chunks
 from vidfarm.runner_service.assets import remote_spec
 from vidfarm.transcribe.engines import resolve as resolve_language
 from vidfarm.urlguard import check_url
@@ -47,6 +48,7 @@ TASK_TYPES = {
     "encoding": JobType.ENCODE.value,
     "transcription": JobType.TRANSCRIPTION.value,
     "studio": JobType.ENCODE.value,  # the mediapackage's tracks, laid out, then the ladder
+    **chunks.TASK_TYPES,  # a vidfarm control plane's chunked encodes (announced in health)
 }
 #: Job outcome -> task status (a cancelled job is a stopped task: Pod only knows "failed").
 JOB_OUTCOME = {
@@ -139,6 +141,9 @@ def job_for(request: TaskRequest, settings: Settings) -> tuple[str, dict[str, An
             f"(this runner does: {', '.join(TASK_TYPES)})"
         )
     parameters = request.parameters
+    if request.task_type in chunks.TASK_TYPES:
+        allow = settings.runner_allow_private_urls
+        return job_type, chunks.job_params(request.task_type, parameters, allow_private=allow)
     if job_type == JobType.TRANSCRIPTION.value:
         # Pod sends `language` (older Pods `lang`) and `source_language` (often "auto").
         language = str(

@@ -7,7 +7,10 @@ completed task's result is imported in the background, never inside this request
 
 `GET /runner/source/{assignment}/{secret}/{name}` lets the manager download the source without
 an API token: the secret is random per assignment, stored as a hash, compared in constant
-time, and only valid while the task is being submitted or runs.
+time, and only valid while the task is being submitted or runs. A stitch sent to a `vidfarm
+runner` fetches its chunks' files the same way, with the same secret:
+`GET /runner/input/{assignment}/{secret}/{chunk index}/{file name}`, only files the stitch
+lists (never a path: a name that is not listed is unknown).
 """
 
 from __future__ import annotations
@@ -186,23 +189,52 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-@router.get("/runner/source/{assignment_id}/{secret}/{name}", responses={404: {}})
-def runner_source(assignment_id: str, secret: str, name: str, runtime: RuntimeDep) -> Response:
-    """The source file of a job handed to a runner manager (no API token: the URL's secret)."""
+def _assigned_job(runtime: Runtime, assignment_id: str, secret: str) -> Job | None:
+    """The job of an assignment being submitted or running, if `secret` is its secret."""
     with runtime.sessions() as session:
         found = session.get(RunnerAssignment, assignment_id) if _ID.match(assignment_id) else None
         expected = found.source_secret_sha256 if found is not None else None
         if not secret_matches(secret, expected) or found is None:
-            return _answer(404, "no such source")
-        job = session.get(Job, found.job_id) if found.state in (SUBMITTING, RUNNING) else None
+            return None
+        if found.state not in (SUBMITTING, RUNNING):
+            return None
+        job = session.get(Job, found.job_id)
+        if job is not None:
+            session.expunge(job)
+        return job
+
+
+def _stored_file(runtime: Runtime, key: str, filename: str, missing: str) -> Response:
+    storage = runtime.storage
+    url = storage.url_for(key, filename=filename)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    path = storage.local_path(key)
+    if path is None or not path.is_file():
+        return _answer(404, missing)
+    return FileResponse(path, media_type=content_type_for(key), filename=filename)
+
+
+@router.get("/runner/source/{assignment_id}/{secret}/{name}", responses={404: {}})
+def runner_source(assignment_id: str, secret: str, name: str, runtime: RuntimeDep) -> Response:
+    """The source file of a job handed to a runner manager (no API token: the URL's secret)."""
+    job = _assigned_job(runtime, assignment_id, secret)
+    with runtime.sessions() as session:
         video = session.get(Video, job.video_id) if job is not None and job.video_id else None
     if video is None:
         return _answer(404, "no such source")
-    storage = runtime.storage
-    url = storage.url_for(video.source_key, filename=video.filename)
-    if url is not None:
-        return RedirectResponse(url, status_code=307)
-    path = storage.local_path(video.source_key)
-    if path is None or not path.is_file():
-        return _answer(404, "no such source")
-    return FileResponse(path, media_type=content_type_for(video.source_key), filename=name)
+    return _stored_file(runtime, video.source_key, name, "no such source")
+
+
+@router.get("/runner/input/{assignment_id}/{secret}/{index}/{name}", responses={404: {}})
+def runner_input(
+    assignment_id: str, secret: str, index: int, name: str, runtime: RuntimeDep
+) -> Response:
+    """A file of one of the chunks a stitch joins, for the `vidfarm runner` running it."""
+    job = _assigned_job(runtime, assignment_id, secret)
+    children = (job.params or {}).get("children") if job is not None else None
+    for child in children or []:
+        result = child.get("result") or {}
+        if int(child.get("index", -1)) == index and name in (result.get("files") or []):
+            return _stored_file(runtime, f"{result['prefix']}/{name}", name, "no such input")
+    return _answer(404, "no such input")

@@ -143,4 +143,4 @@ def test_runner(
 ) -> dict[str, Any]:
     """Pod's "Test connection": GET {url}/manager/health (else /api/health), with the token."""
     manager = runner_registry.get_manager(session, runner_id)
-    return runner_registry.test_connection(runtime.settings, manager).as_dict()
+    return runner_registry.test_connection(runtime.settings, manager, session).as_dict()

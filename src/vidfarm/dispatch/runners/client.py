@@ -61,6 +61,8 @@ class HealthReport:
     latency_ms: float | None
     message: str
     warnings: tuple[str, ...] = ()
+    #: The task types the manager announced (`vidfarm runner` does; Esup-Runner says none).
+    task_types: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,19 @@ def _detail(response: httpx.Response) -> str:
                 return " ".join(str(body[key]).split())[:300]
     text = " ".join(response.text.split())[:300] if response.text else ""
     return text or response.reason_phrase
+
+
+def _task_types(response: httpx.Response) -> tuple[str, ...]:
+    """The `task_types` list of a health answer, if it has one (short plain names only)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ()
+    announced = body.get("task_types") if isinstance(body, dict) else None
+    if not isinstance(announced, list):
+        return ()
+    names = {str(name) for name in announced[:64] if isinstance(name, str)}
+    return tuple(sorted(name for name in names if 0 < len(name) <= 32 and name.isprintable()))
 
 
 def _transport_problem(error: httpx.HTTPError, url: str, timeout: float) -> str:
@@ -244,7 +259,8 @@ class ManagerClient:
         latency = round((time.perf_counter() - started) * 1000, 1)
         code = response.status_code
         if response.is_success:
-            return HealthReport(True, code, latency, f"OK: {path} answered {code} in {latency} ms")
+            message = f"OK: {path} answered {code} in {latency} ms"
+            return HealthReport(True, code, latency, message, task_types=_task_types(response))
         if code == 401:
             message = "the manager wants a token and refused ours (401): check the token"
         elif code == 403:

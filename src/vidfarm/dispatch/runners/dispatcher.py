@@ -60,7 +60,7 @@ class RunnersDispatcher:
         self._import_wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        pool = ManagerPool(settings)
+        pool = self._pool = ManagerPool(settings)
         self._submitter = Submitter(session_factory, settings, pool, self._stopping)
         self._news = TaskNews(session_factory, settings, pool, self.wake_importer)
         self._importer = Importer(
@@ -130,9 +130,11 @@ class RunnersDispatcher:
             return self._submitter.submit(job_ids)
 
     def reconcile_now(self, now: datetime) -> None:
-        """One pass: requeue lost submissions, follow running tasks, stop abandoned ones, purge."""
+        """One pass: learn what new managers run, requeue lost submissions, follow running
+        tasks, stop abandoned ones, purge."""
         now = jobs.as_utc(now)
         with self._pass_lock, self._sessions() as session:
+            self._pool.refresh_task_types(session, now)
             requeue_lost(session, self._settings, now)
             for assignment in in_state(session, RUNNING):
                 try:

@@ -38,6 +38,7 @@ from vidfarm.dispatch.runners.client import ResultNotReady
 from vidfarm.dispatch.runners.news import fail_job
 from vidfarm.dispatch.runners.pool import ManagerPool
 from vidfarm.errors import StaleAttempt, UnexpectedError, VidfarmError
+from vidfarm.kinds import kind_for
 from vidfarm.models import Job, JobStatus, RunnerAssignment, RunnerManager
 from vidfarm.storage import Storage
 
@@ -201,7 +202,16 @@ class Importer:
             raise
         self._end_import(session, assignment.id, IMPORTED, None)
         log.info("job %s: imported %d files from %s", job.id, len(fetched), manager.name)
+        self._delete_consumed(job)
         return True
+
+    def _delete_consumed(self, job: Job) -> None:
+        """What the completed job used up (a stitch's chunks), now that nobody needs it."""
+        for gone in kind_for(job.type).consumed(dict(job.params or {})):
+            try:
+                self._storage.delete_prefix(gone)
+            except VidfarmError as error:  # the job is done; a leftover is only space
+                log.warning("job %s: could not delete %s: %s", job.id, gone, error)
 
     def _end_import(
         self,

@@ -30,7 +30,7 @@ from vidfarm.dispatch.runners.client import HealthReport, ManagerClient
 from vidfarm.dispatch.runners.request import public_url
 from vidfarm.errors import ConfigError, InvalidParameters, InvalidTransition, NotFound
 from vidfarm.jobs import as_utc
-from vidfarm.models import RunnerManager, utcnow
+from vidfarm.models import RunnerManager, utcnow, vidfarm_only
 from vidfarm.urlguard import check_url
 
 SECRET_FILE = "runner-secret-key"  # noqa: S105 - a file name, not a secret
@@ -151,6 +151,7 @@ def manager_view(manager: RunnerManager) -> dict[str, Any]:
         "priority": manager.priority,
         "url": manager.url,
         "active": manager.active,
+        "task_types": manager.task_types or [],
         "created_at": as_utc(manager.created_at).isoformat() if manager.created_at else None,
     }
 
@@ -217,6 +218,9 @@ def update_manager(
         checked["token_encrypted"] = encrypt_token(
             load_cipher(settings), check_token(changes["token"])
         )
+    if "url" in checked or "token" in checked:  # maybe another manager: ask it again
+        checked["task_types"] = None
+        checked["task_types_checked_at"] = None
     if "active" in changes:
         if not isinstance(changes["active"], bool):
             raise InvalidParameters("active: true or false")
@@ -257,8 +261,29 @@ def dispatch_order(managers: Sequence[RunnerManager]) -> list[RunnerManager]:
     )
 
 
-def test_connection(settings: Settings, manager: RunnerManager) -> HealthReport:
-    """Pod's "Test connection": the manager's health endpoint, with its token."""
+def record_task_types(session: Session, manager_id: str, report: HealthReport) -> None:
+    """Remember what a manager's health answer announced (an answer that failed says nothing
+    new: what was known stays)."""
+    if not report.ok:
+        return
+    with write_transaction(session):
+        manager = session.get(RunnerManager, manager_id, populate_existing=True)
+        if manager is not None:
+            manager.task_types = list(report.task_types) or None
+            manager.task_types_checked_at = utcnow()
+
+
+def takes(manager: RunnerManager, task_type: str) -> bool:
+    """Whether the manager may be offered `task_type`: Pod's types go to every manager, a
+    vidfarm-only type only to one that announced it."""
+    return not vidfarm_only(task_type) or task_type in (manager.task_types or [])
+
+
+def test_connection(
+    settings: Settings, manager: RunnerManager, session: Session | None = None
+) -> HealthReport:
+    """Pod's "Test connection": the manager's health endpoint, with its token; with a
+    session, what it announced is remembered (`record_task_types`)."""
     token = decrypt_token(load_cipher(settings), manager)
     with ManagerClient(
         name=manager.name,
@@ -268,6 +293,8 @@ def test_connection(settings: Settings, manager: RunnerManager) -> HealthReport:
         allow_private=settings.runners_allow_private_urls,
     ) as client:
         report = client.health()
+    if session is not None:
+        record_task_types(session, manager.id, report)
     return replace(report, warnings=public_url_warnings(settings))
 
 

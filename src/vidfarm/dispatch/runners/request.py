@@ -1,5 +1,8 @@
 """The body of `POST /task/execute`, shaped exactly as Esup-Pod sends it.
 
+(Chunks and stitches, which only a `vidfarm runner` takes, carry vidfarm's own parameters:
+`vidfarm_parameters`.)
+
 An existing Esup-Runner manager (or `vidfarm runner`) then cannot tell vidfarm from Pod:
 `rendition` is a JSON *string* keyed by height, `cut` a JSON string of HH:MM:SS times, and
 transcriptions carry `language`, `source_language`, `duration`, `normalize`, `model_type`.
@@ -16,8 +19,9 @@ from vidfarm import __version__
 from vidfarm.config import Settings
 from vidfarm.errors import InvalidParameters
 from vidfarm.kinds import KINDS
+from vidfarm.media.preview import PREFIX as PREVIEW_PREFIX
 from vidfarm.media.profiles import RenditionSpec, profile_for_params, rendition_for
-from vidfarm.models import Job, Video
+from vidfarm.models import Job, Video, vidfarm_only
 
 APP_NAME = "vidfarm"
 DEFAULT_AFFILIATION = "staff"
@@ -36,6 +40,12 @@ def source_url(settings: Settings, assignment_id: str, secret: str, filename: st
     """Where the manager downloads the source: no API token, a per-assignment secret."""
     name = Path(filename).name or "source"
     return f"{public_url(settings)}/runner/source/{assignment_id}/{secret}/{name}"
+
+
+def inputs_url(settings: Settings, assignment_id: str, secret: str) -> str:
+    """Where a vidfarm manager downloads a stitch's chunks (`<this>/<index>/<file name>`),
+    with the same per-assignment secret as the source."""
+    return f"{public_url(settings)}/runner/input/{assignment_id}/{secret}"
 
 
 def bitrate_text(bits_per_second: int) -> str:
@@ -128,11 +138,53 @@ def runner_task_type(job: Job) -> str:
     return kind.runner_task
 
 
-def task_request(job: Job, video: Video, settings: Settings, *, source: str) -> dict[str, Any]:
+#: What a chunk or a stitch carries of its job's params, besides the whole profile.
+CHUNK_PARAMS = ("start", "end", "formats", "index", "start_at", "end_at", "weight")
+
+
+def vidfarm_parameters(job: Job, video: Video, settings: Settings, inputs: str) -> dict[str, Any]:
+    """A chunk's or a stitch's parameters for a `vidfarm runner` (vidfarm's own shapes, not
+    Pod's): the control plane's whole profile, so every part encodes alike wherever it runs,
+    and for a stitch, each chunk's files with their checksums and where to download them."""
+    params = job.params or {}
+    profile = profile_for_params(params, settings.default_profile, settings.user_profiles_dir)
+    parameters: dict[str, Any] = {
+        "profile_spec": profile.model_dump(mode="json"),
+        **{name: params[name] for name in CHUNK_PARAMS if params.get(name) is not None},
+    }
+    if "children" in params:
+        parameters["children"] = [_child(child, inputs) for child in params["children"]]
+    parameters.update(_video_metadata(video))
+    return parameters
+
+
+def _child(child: dict[str, Any], inputs: str) -> dict[str, Any]:
+    """One chunk as a stitch task lists it: range, files (previews stay home), checksums."""
+    result = child.get("result") or {}
+    files = [name for name in result.get("files") or [] if not name.startswith(PREVIEW_PREFIX)]
+    sums = result.get("sums") or {}
+    index = int(child["index"])
+    return {
+        "index": index,
+        "start_at": child["start_at"],
+        "end_at": child["end_at"],
+        "weight": child.get("weight"),
+        "files": files,
+        "sums": {name: sums[name] for name in files if name in sums},
+        "cpu_seconds": float((result.get("encode") or {}).get("cpu_seconds") or 0.0),
+        "files_url": f"{inputs}/{index}/",
+    }
+
+
+def task_request(
+    job: Job, video: Video, settings: Settings, *, source: str, inputs: str = ""
+) -> dict[str, Any]:
     """The whole `POST /task/execute` body for one job."""
     task_type = runner_task_type(job)
     if task_type == "encoding":
         parameters = encoding_parameters(job, video, settings)
+    elif vidfarm_only(task_type):
+        parameters = vidfarm_parameters(job, video, settings, inputs)
     else:
         parameters = transcription_parameters(job, video, settings)
     return {

@@ -38,7 +38,12 @@ from vidfarm.dispatch.runners.assignments import (
 )
 from vidfarm.dispatch.runners.client import TaskRejected
 from vidfarm.dispatch.runners.pool import ManagerPool
-from vidfarm.dispatch.runners.request import runner_task_type, source_url, task_request
+from vidfarm.dispatch.runners.request import (
+    inputs_url,
+    runner_task_type,
+    source_url,
+    task_request,
+)
 from vidfarm.errors import InvalidParameters, StaleAttempt, VidfarmError
 from vidfarm.models import Job, JobStatus, RunnerAssignment, RunnerManager, Video
 
@@ -87,17 +92,20 @@ class Submitter:
             if not jobs.mark_queued(session, [job_id]):
                 return False  # another process took it
             secret = secrets.token_urlsafe(32)
-            managers = self._pool.available(session)
+            try:
+                task_type = runner_task_type(job)
+            except InvalidParameters as error:
+                self._refuse(session, job_id, RunnerTaskFailed(str(error)))
+                return False
+            managers = [
+                m for m in self._pool.available(session) if runner_registry.takes(m, task_type)
+            ]
             if not managers:
-                jobs.unqueue(session, job_id)
+                jobs.unqueue(session, job_id, why=_nobody_takes(session, task_type))
                 return False
             try:
                 if video is None:
                     raise RunnerTaskFailed(f"job {job_id} has no video to send to a runner")
-                try:
-                    task_type = runner_task_type(job)
-                except InvalidParameters as error:
-                    raise RunnerTaskFailed(str(error)) from error
                 assignment = RunnerAssignment(
                     id=uuid.uuid4().hex,
                     job_id=job_id,
@@ -115,6 +123,7 @@ class Submitter:
                     source=source_url(
                         self._settings, assignment.id, secret, video.source_key.rsplit("/")[-1]
                     ),
+                    inputs=inputs_url(self._settings, assignment.id, secret),
                 )
             except VidfarmError as error:
                 self._refuse(session, job_id, error)
@@ -258,6 +267,18 @@ class Submitter:
             )
         log.info("job %s: runner manager %s took it as task %s", job_id, manager.name, task_id)
         return True
+
+
+def _nobody_takes(session: Session, task_type: str) -> str | None:
+    """Why a job waits when no manager may be offered it: None when they are only busy."""
+    managers = runner_registry.list_managers(session)
+    session.rollback()
+    if any(m.active and runner_registry.takes(m, task_type) for m in managers):
+        return None
+    return (
+        f"no active runner manager announces {task_type!r} tasks (a `vidfarm runner` does; "
+        "a foreign Esup-Runner does not): it waits for one"
+    )
 
 
 def _finish(
