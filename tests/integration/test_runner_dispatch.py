@@ -1014,6 +1014,10 @@ def test_vidfarm_runners_take_chunks_and_a_foreign_runner_whole_videos(
     assert set(ran_on.values()) <= {ids["first"], ids["second"]}
     assert {ran_on[c["id"]] for c in children[:3]} == {ids["first"], ids["second"]}  # shared
     assert [body["task_type"] for body in foreign.executes] == ["encoding"]  # nothing more
+    for child in children[:3]:  # each chunk's preview came home with it (playable early)
+        result = plane.job(child["id"])["result"]
+        previews = [name for name in result["files"] if name.startswith("preview_")]
+        assert previews and result["preview"] and result["runner"]["files"] > len(previews)
 
     # The stitched encode, read back: both rungs of the plane's profile, 12 s, 300 frames,
     # a keyframe every second (the plane's grid), 2 s HLS segments each opening on a keyframe.
