@@ -137,9 +137,8 @@ def fetch_chunks(
         prefix = f"sources/{video_id}/chunks/{index:05d}"
         for name in chunk["files"]:
             expected = chunk["sums"][name]
-            path, _ = fetcher.get(
-                chunk["url"] + quote(name), f"chunk-{index:05d}-{name}", max(1, expected["size"])
-            )
+            limit = min(max(1, expected["size"]), fetcher.max_bytes)  # never more than listed
+            path, _ = fetcher.get(chunk["url"] + quote(name), f"chunk-{index:05d}-{name}", limit)
             try:
                 digest = hashlib.sha256()
                 with path.open("rb") as handle:

@@ -167,19 +167,11 @@ def find_assignments(
 
 def submitting_managers(session: Session) -> list[RunnerManager]:
     """Managers with a submission in flight (their webhook may come before its task id)."""
-    return list(
-        session.scalars(
-            select(RunnerManager)
-            .join(RunnerAssignment, RunnerAssignment.manager_id == RunnerManager.id)
-            .where(
-                or_(
-                    RunnerAssignment.state == SUBMITTING,
-                    and_(
-                        RunnerAssignment.state == RUNNING,
-                        RunnerAssignment.fencing_token.is_(None),
-                    ),
-                )
-            )
-            .distinct()
+    in_flight = select(RunnerAssignment.manager_id).where(
+        or_(
+            RunnerAssignment.state == SUBMITTING,
+            and_(RunnerAssignment.state == RUNNING, RunnerAssignment.fencing_token.is_(None)),
         )
     )
+    # IN, not DISTINCT over the rows: PostgreSQL cannot compare JSON columns (task_types).
+    return list(session.scalars(select(RunnerManager).where(RunnerManager.id.in_(in_flight))))

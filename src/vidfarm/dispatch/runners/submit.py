@@ -89,20 +89,23 @@ class Submitter:
             if job is None or job.status != JobStatus.PENDING.value:
                 return False
             video = session.get(Video, job.video_id) if job.video_id else None
-            if not jobs.mark_queued(session, [job_id]):
-                return False  # another process took it
-            secret = secrets.token_urlsafe(32)
             try:
                 task_type = runner_task_type(job)
             except InvalidParameters as error:
-                self._refuse(session, job_id, RunnerTaskFailed(str(error)))
+                if jobs.mark_queued(session, [job_id]):
+                    self._refuse(session, job_id, RunnerTaskFailed(str(error)))
                 return False
             managers = [
                 m for m in self._pool.available(session) if runner_registry.takes(m, task_type)
             ]
-            if not managers:
-                jobs.unqueue(session, job_id, why=_nobody_takes(session, task_type))
+            if not managers:  # untouched: it keeps its place, no write at every pass
+                why = _nobody_takes(session, task_type)
+                if why is not None and job.error != why:
+                    jobs.note_waiting(session, [job_id], why, cause="waiting")
                 return False
+            if not jobs.mark_queued(session, [job_id]):
+                return False  # another process took it
+            secret = secrets.token_urlsafe(32)
             try:
                 if video is None:
                     raise RunnerTaskFailed(f"job {job_id} has no video to send to a runner")
