@@ -6,6 +6,7 @@ from the probe kept at upload; a plan chunks cannot carry stays one `encode` job
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from vidfarm import jobs
 from vidfarm.config import Settings
 from vidfarm.db import write_transaction
-from vidfarm.errors import InvalidParameters, NotFound
+from vidfarm.errors import InvalidParameters, InvalidTransition, NotFound
 from vidfarm.media.chunks import plan_chunks
 from vidfarm.media.plan import FORMATS, check_formats
 from vidfarm.media.probe import MediaInfo, probe
@@ -162,7 +163,8 @@ def delete_video(session: Session, storage: Storage, video_id: str) -> None:
     video = find_video(session, video_id)
     for job in list(video.jobs):
         if not JobStatus(job.status).is_final:
-            jobs.cancel(session, job.id)
+            with contextlib.suppress(InvalidTransition):  # it ended meanwhile: nothing to stop
+                jobs.cancel(session, job.id)
     storage.delete_prefix(f"videos/{video_id}")
     storage.delete_prefix(f"sources/{video_id}")
     storage.delete_prefix(f"published/{video_id}")  # the view nginx serves (api/published.py)
@@ -240,6 +242,24 @@ def chunk_params(settings: Settings, video: Video, params: dict[str, Any]) -> li
         {**params, "index": c.index, "start_at": c.start, "end_at": c.end, "weight": c.duration}
         for c in ranges
     ]
+
+
+def restart_job(session: Session, settings: Settings, storage: Storage, job_id: str) -> Job:
+    """Run a finished job again from scratch. A chunked encode starts over in chunks: its old
+    chunks and stitch are forgotten (the files they left deleted) and it is split again, as at
+    submission. A chunk or a stitch alone is not restarted: its encode is."""
+    job = jobs.get_job(session, job_id)
+    if job.parent_id is not None:
+        raise InvalidTransition(f"job {job_id} is a part of job {job.parent_id}: restart that one")
+    if not JobStatus(job.status).is_final:
+        raise InvalidTransition(f"job {job_id} is {job.status}; only a finished job restarts")
+    for prefix in jobs.forget_children(session, job_id):
+        storage.delete_prefix(prefix)
+    job = jobs.restart(session, job_id)
+    video = session.get(Video, job.video_id) if job.video_id else None
+    if job.type == JobType.ENCODE.value and video is not None:
+        split_encode(session, settings, video, job)
+    return jobs.get_job(session, job_id)
 
 
 def runners_take_chunks(session: Session) -> bool:
