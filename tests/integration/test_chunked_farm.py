@@ -23,6 +23,7 @@ from services import require_service
 from vidfarm import jobs, videos
 from vidfarm.api.views import job_view
 from vidfarm.config import Settings
+from vidfarm.errors import InvalidTransition
 from vidfarm.models import Job, Output, Video
 from vidfarm.runtime import Runtime, open_runtime
 from waiting import wait_until
@@ -163,6 +164,54 @@ def test_cancelling_the_encode_stops_its_chunks(farm: Runtime, hd_clip: Path) ->
     )
     assert load(farm, job_id).status == "cancelled"
     assert all(load(farm, c).type == "encode_chunk" for c in children)  # no stitch was made
+
+
+def test_a_restarted_chunked_encode_runs_in_new_chunks(farm: Runtime, hd_clip: Path) -> None:
+    """Restarting a cancelled chunked encode forgets its old parts (and the files a
+    completed one left) and splits it again, as at submission; a part alone is refused."""
+    job_id = submit(farm, hd_clip)
+
+    def one_part_done() -> list[Job]:
+        with farm.sessions() as session:
+            parts = jobs.children_of(session, job_id)
+        return [c for c in parts if c.status == "completed"]
+
+    (first, *_) = wait_until(one_part_done, timeout=120, what="a completed chunk")
+    old_prefix = farm.storage.local_path(first.result["prefix"])
+    assert old_prefix is not None and any(old_prefix.iterdir())
+    with farm.sessions() as session:
+        jobs.cancel(session, job_id)
+        old = {c.id for c in jobs.children_of(session, job_id)}
+    wait_until(
+        lambda: (
+            all(load(farm, c).status in ("cancelled", "completed") for c in old)
+            and not any(load(farm, c).lease_owner for c in old)
+        ),
+        timeout=30,
+        what="the old chunks stopped",
+    )
+    with farm.sessions() as session:
+        with pytest.raises(InvalidTransition, match="restart that one"):
+            videos.restart_job(session, farm.settings, farm.storage, first.id)
+        restarted = videos.restart_job(session, farm.settings, farm.storage, job_id)
+        assert restarted.status == "running" and restarted.attempts == 0
+        parts = jobs.children_of(session, job_id)
+    assert not old & {c.id for c in parts}
+    assert [(c.type, c.params["start_at"]) for c in parts] == [
+        ("encode_chunk", 0.0), ("encode_chunk", 4.0), ("encode_chunk", 8.0)
+    ]  # fmt: skip
+    assert not old_prefix.exists() or not any(old_prefix.iterdir())
+    farm.dispatch([c.id for c in parts])
+    wait_until(
+        lambda: load(farm, job_id).status in ("completed", "failed"),
+        timeout=180,
+        what="the restarted encode",
+    )
+    job = load(farm, job_id)
+    assert job.status == "completed", job.error
+    assert [c["start"] for c in job.result["chunks"]] == [0, 4, 8]
+    with farm.sessions() as session:
+        assert len(jobs.children_of(session, job_id)) == 4  # three chunks and one stitch
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vidfarm import jobs
+from vidfarm import jobs, videos
 from vidfarm.cli.support import console, fail, progress_bar, runtime
 from vidfarm.models import Job, JobStatus, Output
 from vidfarm.runtime import Runtime
@@ -166,5 +166,6 @@ def cancel(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
 def restart(job_id: Annotated[str, typer.Argument(help="Job id.")]) -> None:
     """Run a finished (failed, timed-out, cancelled or completed) job again."""
     with runtime() as rt, rt.sessions() as session:
-        job = jobs.restart(session, job_id)
-        console.print(f"job {job.id} {job.status}")
+        job = videos.restart_job(session, rt.settings, rt.storage, job_id)
+        parts = jobs.children_of(session, job.id)
+        console.print(f"job {job.id} {job.status}" + (f" in {len(parts)} chunks" if parts else ""))

@@ -10,7 +10,7 @@ reclaim what a lost worker held), `failures` decides between retry and a final s
 
 from vidfarm.jobs.clock import as_utc, as_utc_or_none, utcnow
 from vidfarm.jobs.failures import backoff_delay, fail
-from vidfarm.jobs.family import children_of, split, summary
+from vidfarm.jobs.family import children_of, forget_children, split, summary
 from vidfarm.jobs.leases import claim_job, claim_next, heartbeat, reclaim_expired
 from vidfarm.jobs.lifecycle import (
     FollowUp,
@@ -54,6 +54,7 @@ __all__ = [
     "create_job",
     "due_pending",
     "fail",
+    "forget_children",
     "get_job",
     "heartbeat",
     "heartbeat_age",

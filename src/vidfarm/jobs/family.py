@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from vidfarm.db import is_postgresql, write_transaction
+from vidfarm.errors import InvalidTransition
 from vidfarm.jobs.clock import utcnow
 from vidfarm.jobs.followups import queue_follow_ups
 from vidfarm.jobs.rows import FINAL, PENDING, RUNNING, clear_lease, lock_row, one_line
@@ -43,9 +44,13 @@ def split(
     join_type: str,
 ) -> list[Job]:
     """Turn a freshly created (pending) parent into a running parent of `children` (their
-    params, each with a `weight`); the scheduler dispatches the children, never the parent."""
+    params, each with a `weight`); the scheduler dispatches the children, never the parent.
+
+    A parent a transport took meanwhile (no longer pending) is left to run whole: []."""
     with write_transaction(session):
         parent = lock_row(session, parent.id)
+        if parent.status != PENDING:
+            return []
         now = utcnow()
         parent.status = RUNNING
         parent.step = SPLIT_STEP
@@ -69,6 +74,32 @@ def split(
         ]
         session.add_all(made)
     return made
+
+
+def forget_children(session: Session, parent_id: str) -> list[str]:
+    """Delete a finished parent's children (before it runs again); returns the storage
+    prefixes of what they published that is nobody's now (the join's became the parent's
+    outputs: not listed)."""
+    with write_transaction(session):
+        parent = lock_row(session, parent_id)
+        if parent.status not in FINAL:
+            raise InvalidTransition(f"job {parent_id} is {parent.status}: it has not ended")
+        children = children_of(session, parent_id)
+        unfinished = [c.id for c in children if c.status not in FINAL]
+        if unfinished:
+            raise InvalidTransition(f"job {parent_id}: its part {unfinished[0]} has not ended")
+        leftovers = [
+            str((c.result or {})["prefix"])
+            for c in children
+            if c.type != parent.join_type and (c.result or {}).get("prefix")
+        ]
+        session.execute(
+            delete(Job)
+            .where(Job.id.in_([c.id for c in children]))
+            .execution_options(synchronize_session=False)
+        )
+        parent.join_type = None
+    return leftovers
 
 
 def children_of(session: Session, parent_id: str) -> list[Job]:
@@ -254,6 +285,7 @@ __all__ = [
     "child_failed",
     "child_progressed",
     "children_of",
+    "forget_children",
     "split",
     "summary",
 ]

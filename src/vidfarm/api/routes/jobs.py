@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from vidfarm import jobs
+from vidfarm import jobs, videos
 from vidfarm.api import access
 from vidfarm.api.deps import AdminAuth, Principal, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.views import MAX_OFFSET, job_view
@@ -121,7 +121,8 @@ def cancel_job(job_id: str, session: SessionDep, principal: UserAuth) -> dict[st
 def restart_job(
     job_id: str, runtime: RuntimeDep, session: SessionDep, _: AdminAuth
 ) -> dict[str, Any]:
-    """Run a failed, timed-out, cancelled or completed job again from scratch."""
-    job = jobs.restart(session, job_id)
-    runtime.dispatch([job.id])
+    """Run a failed, timed-out, cancelled or completed job again from scratch (a chunked
+    encode in chunks again; a chunk alone is not restarted: its encode is)."""
+    job = videos.restart_job(session, runtime.settings, runtime.storage, job_id)
+    runtime.dispatch([job.id, *(c.id for c in jobs.children_of(session, job.id))])
     return job_view(session, job, detail=True)
