@@ -11,6 +11,11 @@ side by side in one run:
    `stitch` job kinds and `vidfarm encode --parallel` run.
 3. `one chunk alone`: the first chunk with the machine to itself, for the model.
 
+`--pin`: each worker is a process on a core of its own (the single pass, the stitch and the
+chunk alone on one core): two one-core machines, the "1 vs 2 single-slot workers" without the
+two sharing cores, which the multi-threaded single pass otherwise partly fills. CPU then
+counts the ffmpeg children and this process, not the workers' own Python (PyAV trims).
+
 CPU is user + system of the ffmpeg children plus this process's own (PyAV trims, checksums).
 The model takes a one-hour lecture (60 chunks of `--chunk` s) on N single-slot workers, each
 on a machine like this one: critical path = ceil(chunks / N) x (one chunk alone) + the stitch
@@ -22,11 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +64,54 @@ class Timer:
         self.busy = system_busy_seconds()[0] - self.busy
 
 
+def pinned(core: int) -> ProcessPoolExecutor:
+    """--pin: a worker process on one core; the ffmpeg it starts inherits the affinity (its
+    spawner thread is born in that process after the initializer pinned it)."""
+    return ProcessPoolExecutor(1, initializer=os.sched_setaffinity, initargs=(0, {core}))
+
+
+def on_cores(pin: bool, fn: Any, jobs: list[tuple[Any, ...]]) -> list[Any]:
+    """Run fn(*args) for each job: two at a time on threads, or with --pin on two one-core
+    worker processes, job n on worker n % 2 (a single-slot worker takes one at a time)."""
+    if not pin:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(lambda args: fn(*args), jobs))
+    with pinned(0) as first, pinned(1) as second:
+        workers = (first, second)
+        futures = [workers[n % 2].submit(fn, *args) for n, args in enumerate(jobs)]
+        return [future.result() for future in futures]
+
+
+def alone(pin: bool, fn: Any, *args: Any) -> Any:
+    """fn(*args) here, or with --pin in a worker process on one core."""
+    if not pin:
+        return fn(*args)
+    with pinned(0) as worker:
+        return worker.submit(fn, *args).result()
+
+
+def _encode(source: Path, out: Path, profile: Any, ffmpeg: str) -> Any:
+    return encode(source, out, profile=profile, ffmpeg=ffmpeg)
+
+
+def _chunk(source: Path, plan: Any, chunk: Any, out: Path, ffmpeg: str) -> Any:
+    return encode_chunk(source, plan, chunk, out, ffmpeg=ffmpeg)
+
+
+def _stitch(source: Path, plan: Any, parts: Any, out: Path, ffmpeg: str) -> Any:
+    return stitch(source, plan, parts, out, ffmpeg=ffmpeg)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
     parser.add_argument("--preset", default="veryfast")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each worker on a core of its own (the single pass on one): a one-core machine each",
+    )
     parser.add_argument("--output", type=Path, default=Path("bench/results/chunked_encode.json"))
     parser.add_argument("--summarise", action="store_true", help="only re-read --output")
     args = parser.parse_args()
@@ -87,7 +136,7 @@ def main() -> None:
         results: dict[str, Any] = {}
 
         with Timer() as single:
-            run = encode(source, root / "single", profile=profile, ffmpeg=ffmpeg)
+            run = alone(args.pin, _encode, source, root / "single", profile, ffmpeg)
         results["single"] = {
             "wall_seconds": single.wall,
             "cpu_seconds": run.run.cpu_seconds + single.cpu,
@@ -95,20 +144,12 @@ def main() -> None:
         }
 
         with Timer() as parallel:
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                runs = list(
-                    pool.map(
-                        lambda c: encode_chunk(
-                            source, plan, c, root / f"c{c.index}", ffmpeg=ffmpeg
-                        ),
-                        chunks,
-                    )
-                )
+            runs = on_cores(
+                args.pin, _chunk, [(source, plan, c, root / f"c{c.index}", ffmpeg) for c in chunks]
+            )
             stitch_began = time.monotonic()
-            stitched = stitch(
-                source, plan, [(c, root / f"c{c.index}") for c in chunks], root / "chunked",
-                ffmpeg=ffmpeg,
-            )  # fmt: skip
+            parts = [(c, root / f"c{c.index}") for c in chunks]
+            stitched = alone(args.pin, _stitch, source, plan, parts, root / "chunked", ffmpeg)
             stitch_wall = time.monotonic() - stitch_began
         chunk_bytes = sum(
             p.stat().st_size for c in chunks for p in (root / f"c{c.index}").iterdir()
@@ -126,13 +167,13 @@ def main() -> None:
             "chunk_output_bytes": chunk_bytes,
         }
 
-        with Timer() as alone:
-            lone = encode_chunk(source, plan, chunks[0], root / "alone", ffmpeg=ffmpeg)
+        with Timer() as by_itself:
+            lone = alone(args.pin, _chunk, source, plan, chunks[0], root / "alone", ffmpeg)
         results["one_chunk_alone"] = {
             **chunks[0].to_dict(),
-            "wall_seconds": alone.wall,
-            "cpu_seconds": lone.cpu_seconds + alone.cpu,
-            "machine_busy_seconds": alone.busy,
+            "wall_seconds": by_itself.wall,
+            "cpu_seconds": lone.cpu_seconds + by_itself.cpu,
+            "machine_busy_seconds": by_itself.busy,
         }
 
     report = summarise(results, args)
@@ -179,6 +220,7 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     summary = {
         "duration": args.duration,
         "preset": args.preset,
+        "pinned": bool(getattr(args, "pin", False)),
         "turnaround_speedup_2_workers": round(single["wall_seconds"] / chunked["wall_seconds"], 2),
         "target_speedup": ">= 1.7",
         "cpu_ratio_chunked_vs_single": round(chunked["cpu_seconds"] / single["cpu_seconds"], 3),

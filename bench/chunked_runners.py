@@ -10,6 +10,10 @@ Real processes on loopback, side by side in one run, on one generated 1080p sour
    them stitches; every chunk's files are imported into the control plane's storage, then
    downloaded again by the stitching manager (docs/runners.md).
 
+`--pin` puts each manager (and its ffmpeg) on a core of its own (sched_setaffinity), like two
+one-core machines: "1 vs 2 single-slot workers" without the two sharing cores, which on this
+2-core machine the whole encode alone already nearly fills.
+
 Turnaround is upload to `completed`; CPU is user + system of every process (control plane,
 managers) and their ffmpeg children (cutime/cstime from /proc). The transfer figures are the
 bytes the chunks carried home and the stitch carried out, and the time each hop took, read
@@ -78,7 +82,7 @@ def tree_cpu(pid: int) -> float:
 class Runner:
     """`vidfarm runner` on a free port, one slot, its own data folder (SQLite)."""
 
-    def __init__(self, data: Path, profile: str) -> None:
+    def __init__(self, data: Path, profile: str, core: int | None = None) -> None:
         (data / "profiles").mkdir(parents=True, exist_ok=True)
         (data / "profiles" / "bench.toml").write_text(profile)
         self.port = free_port()
@@ -94,8 +98,10 @@ class Runner:
         )
         log = (data.parent / f"{data.name}.log").open("wb")
         self.process = subprocess.Popen(
-            [PYTHON, "-m", "vidfarm", "runner"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+            [PYTHON, "-m", "vidfarm", "runner"], env=env, stdout=log, stderr=subprocess.STDOUT,
+            # --pin: this manager and its ffmpeg on one core, like a one-core machine
+            preexec_fn=None if core is None else lambda: os.sched_setaffinity(0, {core}),
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -116,7 +122,7 @@ class Runner:
 
 @contextmanager
 def farm(
-    root: Path, name: str, profile: str, chunk: float | None
+    root: Path, name: str, profile: str, chunk: float | None, pin: bool
 ) -> Iterator[tuple[Server, list[Runner]]]:
     """A control plane and two managers, fresh; chunk None: chunking off."""
     data = root / name
@@ -138,7 +144,7 @@ def farm(
         stack.callback(server.stop)
         runners = []
         for index in range(2):
-            runner = Runner(root / f"{name}-runner{index}", profile)
+            runner = Runner(root / f"{name}-runner{index}", profile, index if pin else None)
             stack.callback(runner.stop)
             runners.append(runner)
             subprocess.run(
@@ -233,6 +239,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
     parser.add_argument("--preset", default="veryfast")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each manager (and its ffmpeg) on a core of its own: a one-core machine each",
+    )
     parser.add_argument("--output", type=Path, default=Path("bench/results/chunked_runners.json"))
     args = parser.parse_args()
     profile = profile_toml(args.preset)
@@ -244,7 +255,7 @@ def main() -> None:
         )
         results: dict[str, dict[str, Any]] = {}
         for name, chunk in (("whole", None), ("chunked", args.chunk)):
-            with farm(root, name, profile, chunk) as (server, runners):
+            with farm(root, name, profile, chunk, args.pin) as (server, runners):
                 results[name] = measure(server, runners, source)
         whole, chunked = results["whole"], results["chunked"]
         summary = summarise(args, source.stat().st_size, whole, chunked)
@@ -263,10 +274,15 @@ def summarise(
         "duration": args.duration,
         "chunk": args.chunk,
         "preset": args.preset,
+        "pinned": args.pin,
         "whole_wall_seconds": whole["wall_seconds"],
         "chunked_wall_seconds": chunked["wall_seconds"],
         "turnaround_speedup_2_managers": round(whole["wall_seconds"] / chunked["wall_seconds"], 2),
         "cpu_ratio_chunked_vs_whole": round(chunked["cpu_seconds"] / whole["cpu_seconds"], 3),
+        "cores_used": {
+            "whole": round(whole["cpu_seconds"] / whole["wall_seconds"], 2),
+            "chunked": round(chunked["cpu_seconds"] / chunked["wall_seconds"], 2),
+        },
         "chunk_bytes_home_mib": round(sum(p["bytes_home"] for p in chunks) / 2**20, 1),
         "stitch_bytes_out_mib": round(sum(p["stitch_bytes_out"] for p in chunks) / 2**20, 1),
         "source_mib_sent": {
@@ -276,9 +292,9 @@ def summarise(
         # Each part's job on the plane (handed over to imported) and its own work on the
         # manager: the difference is the transport (source download, news, import).
         "chunk_wall_seconds": [p["wall_seconds"] for p in chunks],
-        "chunk_encode_wall_seconds": [p["work_wall_seconds"] for p in chunks],
+        "chunk_encode_wall_seconds": [round(p["work_wall_seconds"], 1) for p in chunks],
         "stitch_wall_seconds": [p["wall_seconds"] for p in stitches],
-        "stitch_work_wall_seconds": [p["work_wall_seconds"] for p in stitches],
+        "stitch_work_wall_seconds": [round(p["work_wall_seconds"], 1) for p in stitches],
         "others_cpu_seconds": {
             "whole": whole["others_cpu_seconds"],
             "chunked": chunked["others_cpu_seconds"],
