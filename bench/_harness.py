@@ -3,6 +3,7 @@ source, medians, ratio checks and a description of the machine the numbers came 
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -92,6 +93,19 @@ def folder_bytes(folder: Path) -> int:
 
 
 # --------------------------------------------------------------------------- the source
+
+
+def chunk_options(doc: str | None, output: str, pinned: str) -> argparse.ArgumentParser:
+    """The options the chunked-encoding benchmarks share: source, chunk, preset, pinning."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    parser.add_argument("--duration", type=float, default=120.0)
+    parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
+    parser.add_argument("--preset", default="veryfast")
+    parser.add_argument(
+        "--pin", action="store_true", help=f"{pinned} on a core of its own: one-core machines"
+    )
+    parser.add_argument("--output", type=Path, default=Path("bench/results") / output)
+    return parser
 
 
 def make_source(

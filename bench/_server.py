@@ -184,14 +184,16 @@ def hwm_kib(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU of one process (all its threads), from /proc/<pid>/stat."""
+def cpu_seconds(pid: int, *, waited_children: bool = False) -> float:
+    """user + system CPU of one process (all its threads), from /proc/<pid>/stat; with
+    `waited_children`, plus that of the children it has waited for (its ffmpeg runs)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0.0
     fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    last = 15 if waited_children else 13  # utime, stime (, cutime, cstime)
+    return sum(int(value) for value in fields[11:last]) / CLK_TCK
 
 
 def machine_cpu_seconds() -> float:

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import machine, make_source, self_cpu, system_busy_seconds
+from _harness import chunk_options, machine, make_source, self_cpu, system_busy_seconds
 from vidfarm.media.chunks import encode_chunk, plan_chunks
 from vidfarm.media.encode import encode
 from vidfarm.media.plan import plan_encode
@@ -103,16 +103,7 @@ def _stitch(source: Path, plan: Any, parts: Any, out: Path, ffmpeg: str) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=120.0)
-    parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
-    parser.add_argument("--preset", default="veryfast")
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="each worker on a core of its own (the single pass on one): a one-core machine each",
-    )
-    parser.add_argument("--output", type=Path, default=Path("bench/results/chunked_encode.json"))
+    parser = chunk_options(__doc__, "chunked_encode.json", "each worker (the single pass too)")
     parser.add_argument("--summarise", action="store_true", help="only re-read --output")
     args = parser.parse_args()
     if args.summarise:

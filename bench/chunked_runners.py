@@ -39,8 +39,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import make_source, system_busy_seconds
-from _server import CLK_TCK, PYTHON, Server, free_port
+from _harness import chunk_options, make_source, system_busy_seconds
+from _server import PYTHON, Server, cpu_seconds, free_port
 from vidfarm.media.profiles import load_profile
 from vidfarm.media.tools import ffmpeg_executable
 
@@ -67,16 +67,6 @@ def profile_toml(preset: str) -> str:
             f"mp4 = {'true' if spec.mp4 else 'false'}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def tree_cpu(pid: int) -> float:
-    """user + system of a process and of its children it has waited for (ffmpeg)."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return sum(int(value) for value in fields[11:15]) / CLK_TCK
 
 
 class Runner:
@@ -183,7 +173,7 @@ def seconds_between(start: str | None, end: str | None) -> float:
 
 def measure(server: Server, runners: list[Runner], source: Path) -> dict[str, Any]:
     pids = [server.pid, *(r.process.pid for r in runners)]
-    cpu_before = sum(tree_cpu(pid) for pid in pids)
+    cpu_before = sum(cpu_seconds(pid, waited_children=True) for pid in pids)
     busy_before = system_busy_seconds()[0]
     began = time.monotonic()
     with source.open("rb") as handle:
@@ -201,7 +191,7 @@ def measure(server: Server, runners: list[Runner], source: Path) -> dict[str, An
     if job["status"] != "completed":
         raise RuntimeError(f"the encode ended {job['status']}: {job['error']}")
     time.sleep(1.0)  # the managers' last bookkeeping (notifications) settles
-    cpu = sum(tree_cpu(pid) for pid in pids) - cpu_before
+    cpu = sum(cpu_seconds(pid, waited_children=True) for pid in pids) - cpu_before
     parts = []
     for child in job.get("chunks") or []:
         detail = api(server, f"/api/v1/jobs/{child['id']}")
@@ -235,16 +225,7 @@ def measure(server: Server, runners: list[Runner], source: Path) -> dict[str, An
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=120.0)
-    parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
-    parser.add_argument("--preset", default="veryfast")
-    parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="each manager (and its ffmpeg) on a core of its own: a one-core machine each",
-    )
-    parser.add_argument("--output", type=Path, default=Path("bench/results/chunked_runners.json"))
+    parser = chunk_options(__doc__, "chunked_runners.json", "each manager (and its ffmpeg)")
     args = parser.parse_args()
     profile = profile_toml(args.preset)
     with tempfile.TemporaryDirectory(prefix="vidfarm-chunked-runners-") as scratch:
