@@ -406,6 +406,8 @@ def test_workers_page_and_runner_connection(page: Any, server: Server, request: 
     result = page.wait_for_selector(f"{row} .test-result")
     assert result.get_attribute("data-ok") == "true", result.text_content()
     assert "Connection OK" in result.text_content()
+    # A vidfarm runner announces chunks in its health answer (a foreign Esup-Runner does not).
+    assert page.locator(f"{row} .health .takes-chunks").text_content() == " · takes chunks"
     # This farm gives managers http://127.0.0.1:port: Esup-Runner would refuse it (422).
     assert "Warning: the URL managers are given" in result.text_content()
     screenshot(page, "08-workers")

@@ -93,7 +93,12 @@ function testResult(result) {
 
 function healthBadge(answer) {
   const words = answer.ok ? `healthy${answer.latency_ms !== null && answer.latency_ms !== undefined ? ` (${Math.round(answer.latency_ms)} ms)` : ""}` : "unreachable";
-  return h("span", { class: `badge ${answer.ok ? "status-completed" : "status-failed"}`, title: answer.message, dataset: { ok: String(answer.ok) } }, words);
+  // A vidfarm runner says it also takes chunks of long encodes (a foreign Esup-Runner does not).
+  const chunks = (answer.task_types ?? []).includes("vidfarm_encode_chunk");
+  return [
+    h("span", { class: `badge ${answer.ok ? "status-completed" : "status-failed"}`, title: answer.message, dataset: { ok: String(answer.ok) } }, words),
+    chunks ? h("span", { class: "muted takes-chunks", title: "Long encodes are split into chunks that vidfarm runners share" }, " · takes chunks") : null,
+  ];
 }
 
 function runnersView(runners, reload, transport, { autoCheck = false } = {}) {
