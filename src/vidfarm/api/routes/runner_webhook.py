@@ -204,9 +204,13 @@ def _assigned_job(runtime: Runtime, assignment_id: str, secret: str) -> Job | No
         return job
 
 
-def _stored_file(runtime: Runtime, key: str, filename: str, missing: str) -> Response:
+def _stored_file(
+    runtime: Runtime, key: str, filename: str, missing: str, *, original: str | None = None
+) -> Response:
+    """The stored file: streamed, or a redirect to a presigned URL (S3) that names it
+    `original` (the uploaded file's name), else `filename`."""
     storage = runtime.storage
-    url = storage.url_for(key, filename=filename)
+    url = storage.url_for(key, filename=original or filename)
     if url is not None:
         return RedirectResponse(url, status_code=307)
     path = storage.local_path(key)
@@ -223,7 +227,7 @@ def runner_source(assignment_id: str, secret: str, name: str, runtime: RuntimeDe
         video = session.get(Video, job.video_id) if job is not None and job.video_id else None
     if video is None:
         return _answer(404, "no such source")
-    return _stored_file(runtime, video.source_key, name, "no such source")
+    return _stored_file(runtime, video.source_key, name, "no such source", original=video.filename)
 
 
 @router.get("/runner/input/{assignment_id}/{secret}/{index}/{name}", responses={404: {}})
