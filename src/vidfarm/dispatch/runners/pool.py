@@ -6,7 +6,7 @@ checks of the reconciler share one pool, so a manager found down by either is sk
 
 What each manager runs is learnt from its health answer (`task_types`, kept in SQL so every
 process and the chunking decision see it), asked again every `TASK_TYPES_MAX_AGE` seconds
-and at once after its URL or token changed; one that did not answer is asked again after
+and within 30 s after its URL or token changed; one that did not answer is asked again after
 `TASK_TYPES_RETRY` seconds, not at every pass.
 """
 
