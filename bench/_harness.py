@@ -95,16 +95,26 @@ def folder_bytes(folder: Path) -> int:
 # --------------------------------------------------------------------------- the source
 
 
-def chunk_options(doc: str | None, output: str, pinned: str) -> argparse.ArgumentParser:
-    """The options the chunked-encoding benchmarks share: source, chunk, preset, pinning."""
+def chunk_options(
+    doc: str | None,
+    output: str | None,
+    pinned: str | None,
+    *,
+    duration: float = 120.0,
+    chunk: float = 60.0,
+) -> argparse.ArgumentParser:
+    """The options the chunked-encoding benchmarks share: source, chunk, preset, and where
+    they apply, pinning (`pinned`: who is pinned) and the results file."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
-    parser.add_argument("--duration", type=float, default=120.0)
-    parser.add_argument("--chunk", type=float, default=60.0, help="VIDFARM_CHUNK_SECONDS")
+    parser.add_argument("--duration", type=float, default=duration)
+    parser.add_argument("--chunk", type=float, default=chunk, help="VIDFARM_CHUNK_SECONDS")
     parser.add_argument("--preset", default="veryfast")
-    parser.add_argument(
-        "--pin", action="store_true", help=f"{pinned} on a core of its own: one-core machines"
-    )
-    parser.add_argument("--output", type=Path, default=Path("bench/results") / output)
+    if pinned:
+        parser.add_argument(
+            "--pin", action="store_true", help=f"{pinned} on a core of its own: one-core machines"
+        )
+    if output:
+        parser.add_argument("--output", type=Path, default=Path("bench/results") / output)
     return parser
 
 

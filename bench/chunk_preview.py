@@ -10,7 +10,6 @@ CPU is user + system of the ffmpeg children (FFmpegRun.cpu_seconds). Prints JSON
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import make_source
+from _harness import chunk_options, make_source
 from vidfarm.media.chunks import encode_chunk, plan_chunks
 from vidfarm.media.plan import plan_encode
 from vidfarm.media.preview import write_preview
@@ -28,10 +27,7 @@ from vidfarm.media.tools import ffmpeg_executable
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--chunk", type=float, default=20.0, help="VIDFARM_CHUNK_SECONDS")
-    parser.add_argument("--preset", default="veryfast")
+    parser = chunk_options(__doc__, None, None, duration=60.0, chunk=20.0)
     args = parser.parse_args()
     ffmpeg = ffmpeg_executable()
     profile = load_profile("default").model_copy(update={"preset": args.preset})

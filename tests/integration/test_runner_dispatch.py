@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import av
 import httpx
@@ -183,7 +184,10 @@ class FakeManager:
         def health(request: Request) -> JSONResponse:
             if not self._authorized(request):
                 return JSONResponse({"detail": "Invalid token"}, status_code=401)
-            return JSONResponse({"status": "ok"})
+            # Esup-Runner's own answer (manager/app/api/routes/manager.py): no task types.
+            body = {"status": "healthy", "timestamp": datetime.now().isoformat(),
+                    "runners": 1, "tasks": len(self.tasks)}  # fmt: skip
+            return JSONResponse(body)
 
     def _run(self, task_id: str) -> None:
         task = self.tasks[task_id]
@@ -998,8 +1002,32 @@ def test_vidfarm_runners_take_chunks_and_a_foreign_runner_whole_videos(
     assert announced(plane)["foreign"] == []
 
     encode_id = plane.upload(lecture)
-    encode = plane.wait_job(encode_id, ("completed", "failed"), 240)
+    video_id = plane.job(encode_id)["video_id"]
+    early: list[tuple[m3u8.M3U8, str]] = []  # (EVENT variant, codecs of its first segment)
+
+    def played_early_or_done() -> bool:
+        """Plays before the stitch, from the chunks imported so far (playable early)."""
+        links = plane.client.get(f"/api/v1/videos/{video_id}/playback").json()
+        if links.get("event") and not early:
+            master = m3u8.loads(plane.client.get(links["master"]).text)
+            variant_url = urljoin(links["master"], master.playlists[0].uri)
+            variant = m3u8.loads(plane.client.get(variant_url).text)
+            if variant.segments:
+                data = plane.client.get(urljoin(variant_url, variant.segments[0].uri)).content
+                segment = plane.settings.data_dir / "early.ts"
+                segment.write_bytes(data)
+                with av.open(str(segment)) as container:
+                    kinds = sorted(s.type for s in container.streams)
+                early.append((variant, ",".join(kinds)))
+        return plane.job(encode_id)["status"] in ("completed", "failed")
+
+    wait_until(played_early_or_done, 240, "the chunked encode on the runners", interval=0.05)
+    encode = plane.job(encode_id)
     assert encode["status"] == "completed", encode
+    ((variant, kinds),) = early  # the window (a chunk in, not yet stitched) lasts seconds
+    assert variant.playlist_type == "event" and not variant.is_endlist
+    assert variant.segments[0].uri.startswith("../") and "preview_" in variant.segments[0].uri
+    assert kinds == "audio,video"
     children = encode["chunks"]
     assert [(c["type"], c["start"], c["end"]) for c in children] == [
         ("encode_chunk", 0, 4), ("encode_chunk", 4, 8), ("encode_chunk", 8, 12),
@@ -1033,7 +1061,6 @@ def test_vidfarm_runners_take_chunks_and_a_foreign_runner_whole_videos(
         assert track.frames == 300 and abs(track.duration - 12.0) < 0.04
         assert [float(k) for k in track.keyframes] == [float(n) for n in range(12)]
         assert audio_codec(plane.media(mp4.key)) == "aac"
-    video_id = encode["video_id"]
     base = f"/videos/stream/{video_id}/{encode_id}"
     master = m3u8.loads(plane.client.get(f"{base}/master.m3u8").text)
     assert len(master.playlists) == 2
