@@ -70,6 +70,7 @@ class Submitter:
     def submit(self, job_ids: list[str]) -> list[str]:
         """Offer due jobs, in the order given, to the managers; returns the jobs placed."""
         placed: list[str] = []
+        waiting: dict[str, str | None] = {}  # task type -> why no manager takes it (per pass)
         for job_id in job_ids:
             if self._stopping.is_set():
                 break
@@ -77,13 +78,13 @@ class Submitter:
                 if not self._pool.available(session):
                     break  # everyone is busy: the rest stay pending, in order
             try:
-                if self._submit_one(job_id):
+                if self._submit_one(job_id, waiting):
                     placed.append(job_id)
             except Exception:
                 log.exception("job %s: submission to runner managers failed", job_id)
         return placed
 
-    def _submit_one(self, job_id: str) -> bool:
+    def _submit_one(self, job_id: str, waiting: dict[str, str | None]) -> bool:
         with self._sessions() as session:
             job = session.get(Job, job_id, populate_existing=True)
             if job is None or job.status != JobStatus.PENDING.value:
@@ -99,7 +100,9 @@ class Submitter:
                 m for m in self._pool.available(session) if runner_registry.takes(m, task_type)
             ]
             if not managers:  # untouched: it keeps its place, no write at every pass
-                why = _nobody_takes(session, task_type)
+                if task_type not in waiting:
+                    waiting[task_type] = _nobody_takes(session, task_type)
+                why = waiting[task_type]
                 if why is not None and job.error != why:
                     jobs.note_waiting(session, [job_id], why, cause="waiting")
                 return False
