@@ -173,8 +173,11 @@ def test_list_titles_thumbnails_search_sort_and_edit(
         assert page.locator(f"{job_row} .video-cell").text_content() == TITLE
         assert page.locator(f"{job_row} td.step").text_content() == "done"
         assert "x real time" in page.locator(f"{job_row} td.figures").text_content()
+        # Read in one evaluation: the list re-renders as it refreshes, and a badge replaced
+        # between a locator's lookup and its evaluation has no computed style ('').
         cancelled = f'#job-list tr[data-job-id="{farm["cancelled"]}"] .badge'
-        assert page.locator(cancelled).evaluate("b => getComputedStyle(b).whiteSpace") == "nowrap"
+        nowrap = "b => b !== null && getComputedStyle(b).whiteSpace === 'nowrap'"
+        wait_until(page, f"({nowrap})(document.querySelector('{cancelled}'))")
 
         page.goto(f"{server.base}/#/videos/{video}")
         page.click("#edit-meta")
