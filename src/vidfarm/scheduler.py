@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vidfarm import jobs, scratch
 from vidfarm.config import Settings
 from vidfarm.dispatch import Dispatcher
+from vidfarm.dispatch.runners.assignments import lease_seconds as runner_lease_seconds
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,14 @@ class OutageGrace:
     leases, so every lease looks expired when it comes back. Reclaiming them at the first tick
     would throw away work that is done or still running; instead the workers get one lease to
     reach the API again (they retry their reports while it is unreachable, remote.py). Only the
-    remote transports need it: the embedded pool's workers died with the process.
+    remote transports need it: the embedded pool's workers died with the process. Runner
+    managers' leases are their own (three status periods): the reconciler renews them as soon
+    as a manager answers, so one of those is the wait.
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._wait = settings.lease_seconds if settings.transport != "local" else 0.0
+        waits = {"local": 0.0, "runners": runner_lease_seconds(settings)}
+        self._wait = waits.get(settings.transport, settings.lease_seconds)
         self._since: float | None = None  # healthy since (monotonic); None: down or starting
 
     def may_reclaim(self) -> bool:

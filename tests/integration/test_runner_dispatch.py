@@ -885,8 +885,9 @@ def test_real_runners_priority_round_robin_and_failover(
     clip: Path,
     make_media: MakeMedia,
 ) -> None:
-    # News every 3 s, lease 6 s: a loaded CI machine (two test processes) once let a 2 s lease
+    # News every 3 s, lease 9 s: a loaded CI machine (two test processes) once let a 2 s lease
     # lapse between two status answers, and the surviving runner's attempt was retried too.
+    # After the plane starts it reclaims nothing for one such lease (scheduler.OutageGrace).
     plane = plane_factory(runners_check_after_seconds=3.0)
     first, second = runner_processes(2)
     plane.add_runner("first", first.url, priority=1)

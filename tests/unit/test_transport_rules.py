@@ -158,6 +158,13 @@ def test_the_scheduler_waits_a_lease_after_a_start_or_an_outage(tmp_path: Path) 
     assert not remote.may_reclaim()
     remote.healthy()
     assert not remote.may_reclaim()
+    # Runner managers: one runner lease (three status periods), not the workers' lease.
+    runners = OutageGrace(
+        Settings(data_dir=tmp_path, dispatcher="runners", runners_check_after_seconds=0.1)
+    )
+    runners.healthy()
+    assert not runners.may_reclaim()
+    wait_until(runners.may_reclaim, 5, "one runner lease after the first good tick")
 
 
 def test_a_worker_that_shuts_down_does_not_wait_an_outage_out(
