@@ -69,6 +69,9 @@ class EventLog:
         except httpx.HTTPError:
             pass  # the server stopped at the end of the test
 
+    def closed(self) -> bool:
+        return not self._thread.is_alive()
+
     def saw(self, job_id: str, status: str) -> bool:
         return any(e["id"] == job_id and e["status"] == status for e in self.events)
 
@@ -137,6 +140,15 @@ def test_two_replicas_one_killed(tmp_path: Path, database: str, clip: Path) -> N
             15,
             "the SSE client on the survivor to see every job complete",
         )
+        # A dashboard still follows the jobs on the survivor when it is stopped (a rolling
+        # restart): the server ends the stream instead of waiting out its 30 s grace for it.
+        assert not events.closed()
+        second.stop()
+        # 143: uvicorn ends a graceful stop by re-raising the SIGTERM it caught (not a kill).
+        assert second.process is not None and second.process.returncode in (0, 143)
+        wait_until(events.closed, 10, "the SSE stream to end with the server")
+        log = (tmp_path / "serve.log").read_text(errors="replace")
+        assert "timeout graceful shutdown exceeded" not in log, log[-2000:]
     finally:
         for server in (first, second, api_only):
             server.stop()

@@ -7,8 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from vidfarm import jobs, videos
 from vidfarm.api import access
@@ -17,7 +17,8 @@ from vidfarm.api.views import MAX_OFFSET, job_view
 from vidfarm.models import JobStatus
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
-HEARTBEAT_SECONDS = 15.0
+HEARTBEAT_SECONDS = 15
+RECONNECT_MILLISECONDS = 2000
 
 
 @router.get("")
@@ -45,14 +46,14 @@ def list_jobs(
 
 @router.get("/events", responses={404: {}})
 async def events(
-    request: Request,
     runtime: RuntimeDep,
     principal: UserAuth,
     job_id: Annotated[list[str] | None, Query(description="Jobs to follow; all if none")] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Server-Sent Events: one `job` event each time a job's state or progress changes.
 
-    Following given jobs, the stream ends once they are all final.
+    Following given jobs, the stream ends once they are all final; it also ends when the
+    server stops, and the browser's EventSource comes back after `retry`.
     """
     interval = max(0.2, min(runtime.settings.poll_seconds, 1.0))
     if job_id:
@@ -60,26 +61,25 @@ async def events(
             for one in job_id:
                 access.own_job(session, principal, one)  # unknown: a 404 before the stream
 
-    async def stream() -> AsyncIterator[str]:
+    async def stream() -> AsyncIterator[ServerSentEvent]:
         seen: dict[str, tuple[str, float, str | None]] = {}
-        quiet = 0.0
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
+        yield ServerSentEvent(retry=RECONNECT_MILLISECONDS)
+        while True:
             changed, all_final = await asyncio.to_thread(_changes, runtime, principal, job_id, seen)
             for view in changed:
-                yield f"event: job\nid: {view['id']}\ndata: {json.dumps(view)}\n\n"
+                yield ServerSentEvent(json.dumps(view), event="job", id=view["id"])
             if job_id and all_final:
-                yield "event: end\ndata: {}\n\n"
+                yield ServerSentEvent("{}", event="end")
                 return
-            quiet = 0.0 if changed else quiet + interval
-            if quiet >= HEARTBEAT_SECONDS:
-                quiet = 0.0
-                yield ": keep-alive\n\n"
             await asyncio.sleep(interval)
 
-    return StreamingResponse(
+    # sse-starlette ends the stream when the client goes, and when the server is asked to
+    # stop: a dashboard left open no longer holds a replica's shutdown for its 30 s grace,
+    # and the browser reconnects (to another replica, or to this one once it is back).
+    return EventSourceResponse(
         stream(),
-        media_type="text/event-stream",
+        ping=HEARTBEAT_SECONDS,
+        sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

@@ -146,13 +146,18 @@ export async function streamEvents(path, onEvent, { signal, onOpen } = {}) {
 export function followJobs(query, onJob, { signal, onState } = {}) {
   const path = `/api/v1/jobs/events${query ? `?${query}` : ""}`;
   (async () => {
+    let ended = false; // following given jobs: the server says "end" once all are final
     while (!signal?.aborted) {
       try {
-        await streamEvents(path, (type, data) => type === "job" && onJob(data), {
-          signal,
-          onOpen: () => onState?.("live"),
-        });
-        if (query) return; // following given jobs: the stream ended because all are final
+        await streamEvents(
+          path,
+          (type, data) => {
+            if (type === "job") onJob(data);
+            if (type === "end") ended = true;
+          },
+          { signal, onOpen: () => onState?.("live") },
+        );
+        if (ended) return; // otherwise the server stopped (a restart): follow again
       } catch (error) {
         if (signal?.aborted) return;
         onState?.(error.status === 401 ? "unauthorized" : "reconnecting");
