@@ -164,6 +164,28 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """On a fresh machine (CI), install Ralph in the background while the first tests run.
+
+    The install takes most of a minute; the `ralph` fixture then finds it done, or waits on
+    the same lock. Only the controlling process starts it (xdist workers have `workerinput`);
+    a failed background install is retried by the fixture, which reports its error.
+    """
+    venv = ralph_venv()
+    marker = venv / ".vidfarm-installed"
+    if hasattr(session.config, "workerinput") or (
+        marker.is_file() and marker.read_text() == RALPH_SPEC
+    ):
+        return
+    subprocess.Popen(
+        [sys.executable, __file__],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture(scope="session")
 def ralph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ralph]:
     """Ralph, started once for the whole session; tests tell their statements apart by id."""
@@ -177,3 +199,7 @@ def ralph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ralph]:
         yield server
     finally:
         server.stop()
+
+
+if __name__ == "__main__":  # the background install of pytest_sessionstart
+    ensure_ralph()
