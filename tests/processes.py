@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -33,5 +34,35 @@ def frozen(pids: list[int]) -> Iterator[None]:
         yield
     finally:
         for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def held_at_work(
+    folder: Path, ready: Callable[[], object] = lambda: True, timeout: float = 60
+) -> Iterator[list[int]]:
+    """The encoders working in `folder`, caught as soon as they (and `ready()`) are there and
+    held still (SIGSTOP) for the block: what a test does to a farm mid-encode then cannot lose
+    a race with a fast encoder. One that ended meanwhile is not counted; SIGCONT after."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tried = encoders_in(folder) if ready() else []
+        for pid in tried:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        held = [pid for pid in encoders_in(folder) if pid in tried]  # not gone, not a zombie
+        if held:
+            break
+        for pid in tried:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no encoder at work in {folder} within {timeout:.0f} s")
+        time.sleep(0.01)
+    try:
+        yield held
+    finally:
+        for pid in held:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from fixtures_media import MakeMedia, video_args
-from processes import encoders_in, frozen
+from processes import encoders_in, held_at_work
 from services import free_port
 from waiting import wait_until
 
@@ -104,9 +104,9 @@ class Farm:
 def farm(tmp_path: Path, pg_database: str) -> Iterator[Farm]:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    # A slow-enough encode to be stopped in the middle on purpose.
+    # A fast encode: the tests that stop the farm mid-encode hold its encoder still first.
     (profiles / "default.toml").write_text(
-        'preset = "slower"\nkeyframe_interval = 2\nsegment_duration = 4\n'
+        'preset = "veryfast"\nkeyframe_interval = 2\nsegment_duration = 4\n'
         '[[renditions]]\nheight = 360\nmin_video_bitrate = "500k"\nvideo_bitrate = "750k"\n'
         'max_video_bitrate = "1000k"\naudio_bitrate = "96k"\nmp4 = true\n'
     )
@@ -117,9 +117,14 @@ def farm(tmp_path: Path, pg_database: str) -> Iterator[Farm]:
 
 @pytest.fixture
 def long_clip(make_media: MakeMedia) -> Path:
-    """20 s of 640x360 at preset slower: about 6 s of encoding on an idle 2-core machine,
-    long enough to interrupt from the CLI whatever the machine's speed (veryfast: 1 s)."""
+    """20 s of 640x360: about 1 s of encoding at veryfast, enough to catch its encoder."""
     return make_media("farm-20s.mp4", *video_args("640x360", 25, 20.0))
+
+
+def first_attempt(farm: Farm, job_id: str) -> Path:
+    """Its staging folder; the tests stopping the farm mid-encode hold its encoder still in
+    it first (processes.held_at_work), whatever this machine's speed."""
+    return farm.data_dir / "work" / f"{job_id}-a1"
 
 
 def published(farm: Farm, job_id: str) -> list[Path]:
@@ -144,8 +149,9 @@ def test_submit_runs_on_the_server_and_publishes(farm: Farm, small_clip: Path) -
 def test_kill_nine_mid_encode_loses_nothing(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
-    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    farm.stop(signal.SIGKILL)  # the worker dies with its lease held
+    with held_at_work(first_attempt(farm, job_id)):
+        assert farm.job(job_id)["status"] == "running"
+        farm.stop(signal.SIGKILL)  # the worker dies with its lease held
     farm.start()
     job = farm.wait_for(job_id, lambda j: j["status"] == "completed", timeout=180)
     assert job["attempts"] == 2
@@ -157,10 +163,9 @@ def test_kill_nine_mid_encode_loses_nothing(farm: Farm, long_clip: Path) -> None
 def test_kill_nine_mid_encode_leaves_no_encoder_behind(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
-    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    attempt = farm.data_dir / "work" / f"{job_id}-a1"
-    assert encoders_in(attempt), "the encode should be running"
-    farm.stop(signal.SIGKILL)
+    attempt = first_attempt(farm, job_id)
+    with held_at_work(attempt):  # a stopped process dies of SIGKILL too; a survivor goes on
+        farm.stop(signal.SIGKILL)
     deadline = time.monotonic() + 60
     while encoders_in(attempt) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -191,17 +196,17 @@ def start_upload(farm: Farm, size: int) -> socket.socket:
 def test_leftovers_of_a_kill_nine_are_swept_at_the_next_start(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
-    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    client = start_upload(farm, 50_000_000)
-    uploads = farm.data_dir / "uploads"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(
-        p.stat().st_size > 0 for p in uploads.glob("upload-*")
-    ):
-        time.sleep(0.05)
-    attempt = farm.data_dir / "work" / f"{job_id}-a1"
-    assert list(attempt.glob("**/.out.partial-*")) and list(uploads.glob("upload-*"))
-    farm.stop(signal.SIGKILL)
+    attempt = first_attempt(farm, job_id)
+    with held_at_work(attempt, ready=lambda: list(attempt.glob("**/.out.partial-*"))):
+        client = start_upload(farm, 50_000_000)
+        uploads = farm.data_dir / "uploads"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            p.stat().st_size > 0 for p in uploads.glob("upload-*")
+        ):
+            time.sleep(0.05)
+        assert list(attempt.glob("**/.out.partial-*")) and list(uploads.glob("upload-*"))
+        farm.stop(signal.SIGKILL)
     client.close()
     assert attempt.exists() and list(uploads.glob("upload-*"))  # nobody cleaned up: kill -9
     farm.start()
@@ -214,8 +219,8 @@ def test_leftovers_of_a_kill_nine_are_swept_at_the_next_start(farm: Farm, long_c
 def test_graceful_stop_hands_the_job_back(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
-    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    farm.stop(signal.SIGTERM)
+    with held_at_work(first_attempt(farm, job_id)):  # the stop kills it (SIGKILL) all the same
+        farm.stop(signal.SIGTERM)
     shown = farm.cli("job", job_id).stdout
     assert "queued" in shown, shown  # handed back at once, not left to its lease
     farm.start()
@@ -227,14 +232,12 @@ def test_graceful_stop_hands_the_job_back(farm: Farm, long_clip: Path) -> None:
 def test_cancel_a_running_job(farm: Farm, long_clip: Path) -> None:
     farm.start()
     job_id = farm.submit(long_clip)
-    farm.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] > 5)
-    attempt = farm.data_dir / "work" / f"{job_id}-a1"
+    attempt = first_attempt(farm, job_id)
     # Hold the encoder while the CLI starts: on a busy machine it could otherwise finish first.
-    encoders = encoders_in(attempt)
-    assert encoders, "the encode should be running"
-    with frozen(encoders):
+    with held_at_work(attempt):
         assert "cancelled" in farm.cli("cancel", job_id).stdout
-    # The worker notices at the encoder's next progress report and kills it.
+    # The worker notices within a second (a progress line, or asked between lines) and
+    # kills it.
     wait_until(lambda: not encoders_in(attempt), 60, "the cancelled encoder gone")
     wait_until(lambda: not list((farm.data_dir / "work").iterdir()), 60, "the attempt cleaned")
     assert farm.job(job_id)["status"] == "cancelled"

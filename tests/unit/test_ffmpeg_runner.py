@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,7 @@ from vidfarm.errors import (
 )
 from vidfarm.media.ffmpeg import classify_failure, run_ffmpeg
 from vidfarm.media.tools import ffmpeg_executable
+from waiting import wait_until
 
 
 def lavfi_to_null(duration: float, marker: str, *, realtime: bool = False) -> list[str]:
@@ -75,6 +79,47 @@ def test_cancellation_kills_the_process_group() -> None:
             on_progress=lambda p: calls.append(p) or len(calls) < 2,
         )
     assert not still_running(marker)
+
+
+def test_a_silent_ffmpeg_is_stopped_all_the_same(tmp_path: Path) -> None:
+    """A stalled source (here a FIFO nobody writes to) gets no progress line out of ffmpeg:
+    a stop or a cancel still reaches it, asked between lines (it once waited for a line)."""
+    marker = f"vidfarm-silent-{uuid.uuid4().hex}"
+    fifo = tmp_path / marker
+    os.mkfifo(fifo)
+    asked: list[float] = []
+    stop = threading.Event()
+    outcome: list[BaseException] = []
+
+    def on_progress(percent: float) -> bool:
+        asked.append(percent)
+        return not stop.is_set()
+
+    def run() -> None:
+        try:
+            run_ffmpeg(
+                ffmpeg_executable(),
+                ["-i", str(fifo), "-f", "null", "-"],
+                duration=10,
+                on_progress=on_progress,
+            )
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: asked, 10, "ffmpeg asked about while silent")
+        assert still_running(marker)  # still blocked opening its input
+        stop.set()
+        runner.join(30)
+        assert not runner.is_alive(), "the silent ffmpeg was never stopped"
+        assert [type(e) for e in outcome] == [JobCancelled]
+        assert not still_running(marker)
+    finally:
+        if runner.is_alive():  # unblock it (open the FIFO for writing), never leave it behind
+            with os.fdopen(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+                pass
 
 
 def test_time_limit_kills_the_process_group() -> None:

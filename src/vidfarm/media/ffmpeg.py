@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -140,21 +140,14 @@ def run_ffmpeg(
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
         "-stats_period", "0.5", "-progress", "pipe:1", "-y", *args,
     ]  # fmt: skip
-    cancelled = False
-    best = 0.0  # ffmpeg's out_time wanders between streams; users expect a bar that only grows
     with FFmpegProcess(command, cwd=cwd, time_limit=time_limit) as child:
-        for raw in child.stdout:
-            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
-            if key != "out_time_us" or on_progress is None or cancelled:
-                continue
-            percent = _percent(value, duration)
-            if percent is None:
-                continue
-            best = max(best, percent)
-            if not on_progress(best):
-                cancelled = True
-                child.kill()
-    if cancelled:
+        asker = _ProgressAsker(child, on_progress)
+        with asker.between_lines():
+            for raw in child.stdout:
+                key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+                if key == "out_time_us" and (percent := _percent(value, duration)) is not None:
+                    asker.ask(percent)
+    if asker.cancelled:
         raise JobCancelled("cancelled while encoding")
     child.raise_for_failure()
     return FFmpegRun(
@@ -163,6 +156,53 @@ def run_ffmpeg(
         cpu_seconds=child.cpu_seconds,
         log_tail=list(child.log),
     )
+
+
+#: A silent ffmpeg (a stalled network source, a frozen process) is still asked this often
+#: whether to go on: a stop or a cancel reaches it without waiting for its next progress line.
+ASK_EVERY_SECONDS = 1.0
+
+
+class _ProgressAsker:
+    """Asks `on_progress` at each progress line, and between lines when ffmpeg is silent;
+    the first False kills the process group."""
+
+    def __init__(self, child: FFmpegProcess, on_progress: ProgressCallback | None) -> None:
+        self._child = child
+        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self._best = 0.0  # ffmpeg's out_time wanders between streams; a bar only grows
+        self._asked = time.monotonic()
+        self.cancelled = False
+
+    def ask(self, percent: float | None = None) -> None:
+        with self._lock:
+            self._asked = time.monotonic()
+            if self._on_progress is None or self.cancelled:
+                return
+            self._best = max(self._best, percent or 0.0)
+            if not self._on_progress(self._best):
+                self.cancelled = True
+                self._child.kill()
+
+    @contextlib.contextmanager
+    def between_lines(self) -> Iterator[None]:
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(ASK_EVERY_SECONDS / 2):
+                if time.monotonic() - self._asked >= ASK_EVERY_SECONDS:
+                    self.ask()
+
+        watcher = threading.Thread(target=watch, name="vidfarm-ffmpeg-ask", daemon=True)
+        if self._on_progress is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if watcher.is_alive():
+                watcher.join()
 
 
 def classify_failure(

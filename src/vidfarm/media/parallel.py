@@ -97,7 +97,7 @@ def encode_parallel(
             try:
                 runs = [future.result() for future in futures]
             except BaseException:
-                stopped.set()  # running chunks stop at their next progress report
+                stopped.set()  # running chunks are stopped when next asked (within a second)
                 for future in futures:
                     future.cancel()  # and waiting ones never start
                 raise
