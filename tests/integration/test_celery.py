@@ -27,7 +27,7 @@ import redis
 
 from fixtures_db import fresh_postgres_database
 from fixtures_media import MakeMedia, video_args
-from processes import encoders_in, frozen
+from processes import encoders_in, held_at_work
 from services import free_port, require_service
 from vidfarm.auth import Role, create_token
 from vidfarm.db import make_engine, make_session_factory, migrate
@@ -217,10 +217,6 @@ def completed(job: dict[str, Any]) -> bool:
     return bool(job["status"] == "completed")
 
 
-def running_with_progress(job: dict[str, Any]) -> bool:
-    return bool(job["status"] == "running" and (job.get("progress") or 0) > 5)
-
-
 @pytest.fixture
 def broker(request: pytest.FixtureRequest) -> str:
     name, port, url = BROKERS[getattr(request, "param", "redis")]
@@ -246,14 +242,6 @@ def farm(tmp_path: Path, postgres: str, broker: str) -> Iterator[CeleryFarm]:
     farm.stop()
 
 
-@pytest.fixture
-def slow_farm(tmp_path: Path, postgres: str, broker: str) -> Iterator[CeleryFarm]:
-    """Encodes slow enough (preset slower, 6 s of 640x360) to be interrupted on purpose."""
-    farm = make_farm(tmp_path, postgres, broker, "slower")
-    yield farm
-    farm.stop()
-
-
 @pytest.fixture(scope="module")
 def clip(make_media: MakeMedia) -> Path:
     return make_media("celery-clip.mp4", *video_args(size="320x240", duration=2))
@@ -261,8 +249,8 @@ def clip(make_media: MakeMedia) -> Path:
 
 @pytest.fixture(scope="module")
 def long_clip(make_media: MakeMedia) -> Path:
-    """20 s at preset slower: a few seconds of encoding even on an idle machine, a window a
-    test can catch (6 s took 1.2 s, which a busy test process polling the API could miss)."""
+    """20 s of 640x360. The tests that interrupt its encode first hold the encoder still
+    (processes.held_at_work): what they do then cannot lose a race with a fast encoder."""
     return make_media("celery-long.mp4", *video_args(size="640x360", duration=20))
 
 
@@ -360,15 +348,13 @@ def test_two_workers_share_the_jobs_and_none_completes_twice(farm: CeleryFarm, c
 
 
 def test_kill_9_of_a_worker_mid_encode_another_finishes_it_once(
-    slow_farm: CeleryFarm, long_clip: Path
+    farm: CeleryFarm, long_clip: Path
 ) -> None:
-    farm = slow_farm
     farm.start()
     farm.start_worker("doomed")
     job_id = farm.upload(long_clip)
     attempt = farm.data_dir / "work" / f"{job_id}-a1"
-    encoders = wait_until(lambda: encoders_in(attempt), 90, "the doomed worker's encoder")
-    with frozen(encoders):  # mid-encode whatever the machine's speed
+    with held_at_work(attempt, timeout=90):  # mid-encode whatever the machine's speed
         farm.kill_worker("doomed")  # kill -9 of the worker: its ffmpeg dies with it
     wait_until(lambda: not encoders_in(attempt), 30, "the encoder gone with its worker")
     farm.start_worker("rescuer")
@@ -381,14 +367,13 @@ def test_kill_9_of_a_worker_mid_encode_another_finishes_it_once(
     assert published == ["a2"]  # the lost attempt published nothing
 
 
-def test_sigterm_hands_the_running_job_back(slow_farm: CeleryFarm, long_clip: Path) -> None:
-    farm = slow_farm
+def test_sigterm_hands_the_running_job_back(farm: CeleryFarm, long_clip: Path) -> None:
     farm.start()
     worker = farm.start_worker("leaving")
     job_id = farm.upload(long_clip)
-    farm.wait_for(job_id, running_with_progress)
-    started = time.monotonic()
-    farm.kill_worker("leaving", signal.SIGTERM)
+    with held_at_work(farm.data_dir / "work" / f"{job_id}-a1", timeout=90):
+        started = time.monotonic()  # held, it prints no progress: the stop reaches it anyway
+        farm.kill_worker("leaving", signal.SIGTERM)
     assert worker.returncode is not None and time.monotonic() - started < 20
     handed_back = farm.job(job_id)
     assert handed_back["status"] == "queued" and handed_back["attempts"] == 0
@@ -398,26 +383,19 @@ def test_sigterm_hands_the_running_job_back(slow_farm: CeleryFarm, long_clip: Pa
     assert farm.completions() == Counter({job_id: 1})
 
 
-@pytest.fixture(scope="module")
-def lecture_clip(make_media: MakeMedia) -> Path:
-    """20 s of 640x360: seconds of encoding at preset slower even on a quiet machine."""
-    return make_media("celery-20s.mp4", *video_args(size="640x360", duration=20))
-
-
 def test_a_control_plane_down_longer_than_a_lease_loses_no_finished_work(
-    slow_farm: CeleryFarm, lecture_clip: Path
+    farm: CeleryFarm, long_clip: Path
 ) -> None:
     """kill -9 of serve mid-encode: the worker keeps encoding, publishes, and retries its
     completion through an outage longer than the lease; the restarted control plane waits a
     lease before reclaiming, so that completion is accepted: one attempt, nothing redone."""
-    farm = slow_farm
     farm.start()
     farm.start_worker("patient")
-    job_id = farm.upload(lecture_clip)
-    farm.wait_for(job_id, lambda job: job["status"] == "running")
-    assert farm.server is not None
-    farm.server.kill()  # the control plane crashes; its database (PostgreSQL) stays
-    farm.server.wait()
+    job_id = farm.upload(long_clip)
+    with held_at_work(farm.data_dir / "work" / f"{job_id}-a1", timeout=90):
+        assert farm.server is not None
+        farm.server.kill()  # the control plane crashes; its database (PostgreSQL) stays
+        farm.server.wait()
     down_at = time.monotonic()
     lease = float(farm.env["VIDFARM_LEASE_SECONDS"])
     videos = farm.data_dir / "media" / "videos"
@@ -503,16 +481,16 @@ def test_higher_priority_and_short_jobs_start_first(farm: CeleryFarm, clip: Path
 
 
 def test_a_job_past_its_time_limit_times_out_without_retry(
-    slow_farm: CeleryFarm, long_clip: Path
+    farm: CeleryFarm, long_clip: Path
 ) -> None:
-    farm = slow_farm
     farm.start()
-    # The worker's limit: max(1 s, 0.05 x 20 s): the slow encode is stopped after a second.
+    # The worker's limit: max(1 s, 0.05 x 20 s); the encoder, held still, goes past it.
     farm.start_worker(
         "strict", VIDFARM_TIME_LIMIT_MIN_SECONDS="1", VIDFARM_TIME_LIMIT_FACTOR="0.05"
     )
     job_id = farm.upload(long_clip)
-    job = farm.wait_for(job_id, lambda job: job["status"] not in ("queued", "running"))
+    with held_at_work(farm.data_dir / "work" / f"{job_id}-a1", timeout=90):
+        job = farm.wait_for(job_id, lambda job: job["status"] not in ("queued", "running"))
     assert job["status"] == "timeout" and job["attempts"] == 1, job
     assert job["error_class"] == "JobTimedOut"
     assert not list((farm.data_dir / "media" / "videos").glob("*/*/*"))  # nothing published
