@@ -126,6 +126,16 @@ def test_the_dashboard_shadows_no_route(client: tuple[TestClient, dict[str, str]
     assert http.get("/api/v1/videos", headers=bearer(tokens["user"])).status_code == 200
 
 
+def test_every_operation_has_its_own_id(client: tuple[TestClient, dict[str, str]]) -> None:
+    """Client generators (openapi-generator) refuse a schema with a repeated operationId;
+    media paths answer GET and HEAD as two operations."""
+    http, _ = client
+    paths = http.get("/openapi.json").json()["paths"]
+    ids = [operation["operationId"] for path in paths.values() for operation in path.values()]
+    assert sorted(ids) == sorted(set(ids))
+    assert set(paths["/videos/stream/{path}"]) == {"get", "head"}
+
+
 def test_me_names_the_token_and_its_role(client: tuple[TestClient, dict[str, str]]) -> None:
     http, tokens = client
     admin = http.get("/api/v1/me", headers=bearer(tokens["admin"])).json()

@@ -7,8 +7,9 @@ origin, with no token (hls.js on a platform's page, an <iframe> embed, a <video 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,7 +29,19 @@ from vidfarm.storage.base import content_type_for
 
 router = APIRouter(tags=["media"])
 _SUBTITLE = re.compile(r"^subtitle_(?:\d+_)?([A-Za-z0-9-]+)\.vtt$")
-MEDIA_METHODS = ["GET", "HEAD"]
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def media_route(router: APIRouter, path: str, **options: Any) -> Callable[[Endpoint], Endpoint]:
+    """GET and HEAD of a media path as two operations: one route with both methods gave
+    both the same operationId in the schema, which client generators refuse."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.get(path, **options)(endpoint)
+        router.head(path, **options)(endpoint)
+        return endpoint
+
+    return register
 
 
 def signer(request: Request) -> MediaSigner:
@@ -49,9 +62,9 @@ def _split(video_id: str, path: str) -> str:
     raise NotFound(f"no file {path}")
 
 
-@router.api_route(
+@media_route(
+    router,
     PREFIX + "/{expires}/{signature}/{video_id}/{path:path}",
-    methods=MEDIA_METHODS,
     responses={206: {}, 307: {}, 400: {}, 403: {}, 404: {}},
 )
 def signed_media(
@@ -68,9 +81,9 @@ def signed_media(
     return _signed(request, runtime, session, (expires, signature, video_id, path), download)
 
 
-@router.api_route(
+@media_route(
+    router,
     NGINX_PREFIX + "/{expires}/{signature}/{video_id}/{path:path}",
-    methods=MEDIA_METHODS,
     responses={206: {}, 307: {}, 400: {}, 403: {}, 404: {}},
 )
 def nginx_signed_media(

@@ -16,7 +16,7 @@ from vidfarm import jobs
 from vidfarm.api import access
 from vidfarm.api.deps import MediaAuth, RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.media import PATH_PATTERN
-from vidfarm.api.routes.media import MEDIA_METHODS, legacy_media
+from vidfarm.api.routes.media import legacy_media, media_route
 from vidfarm.api.uploads import ReceivedUpload, discard, receive_upload
 from vidfarm.models import Job, JobStatus
 from vidfarm.runtime import Runtime
@@ -241,9 +241,7 @@ def status(
     }
 
 
-@router.api_route(
-    "/stream/{path:path}", methods=MEDIA_METHODS, responses={206: {}, 307: {}, 400: {}, 404: {}}
-)
+@media_route(router, "/stream/{path:path}", responses={206: {}, 307: {}, 400: {}, 404: {}})
 def stream(
     path: Annotated[str, Path(pattern=PATH_PATTERN)],
     request: Request,
@@ -255,9 +253,7 @@ def stream(
     return legacy_media(request, runtime, session, caller, path, download=False)
 
 
-@router.api_route(
-    "/download/{path:path}", methods=MEDIA_METHODS, responses={307: {}, 400: {}, 404: {}}
-)
+@media_route(router, "/download/{path:path}", responses={307: {}, 400: {}, 404: {}})
 def download(
     path: Annotated[str, Path(pattern=PATH_PATTERN)],
     request: Request,
