@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidfarm import jobs
@@ -12,41 +14,59 @@ from vidfarm.videos import latest_completed, outputs_of
 
 
 def job_view(session: Session, job: Job, *, detail: bool = False) -> dict[str, Any]:
-    position, waiting = jobs.rank(session, job.id)
-    video = job.video
-    view: dict[str, Any] = {
-        "id": job.id,
-        "type": job.type,
-        "video_id": job.video_id,
-        # Names people know the video by (a job list of hex ids tells nothing apart), and
-        # the duration the dashboard turns into an encode speed and an ETA.
-        "video_title": _title(video) if video else None,
-        "video_duration": video.duration if video else None,
-        "status": job.status,
-        "progress": round(job.progress, 1),
-        "step": job.step,
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "rank": position,
-        "waiting": waiting,
-        "params": job.params,
-        "error": _named(job.error, video),
-        "error_class": job.error_class,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        # While a dead worker's lease runs out its job still says running: say how quiet.
-        "heartbeat_age_seconds": _round(jobs.heartbeat_age(job)),
-        "news": jobs.news(job),
-        "parent_id": job.parent_id,
-    }
-    if job.join_type is not None:  # a chunked encode: its chunks and its stitch
-        view["chunks"] = jobs.summary(session, job.id)
-    if detail:
-        view["log_tail"] = job.log_tail
-        view["result"] = job.result
-    return view
+    return job_views(session, [job], detail=detail)[0]
+
+
+def job_views(
+    session: Session, found: Sequence[Job], *, detail: bool = False
+) -> list[dict[str, Any]]:
+    """Jobs as the API shows them, in a few queries for the whole list: ranks, videos and
+    chunk summaries are read once for all (a page of 50 jobs cost about 150 before)."""
+    places, waiting = jobs.ranks(session, found)
+    video_ids = {job.video_id for job in found if job.video_id}
+    videos = (
+        {v.id: v for v in session.scalars(select(Video).where(Video.id.in_(video_ids)))}
+        if video_ids
+        else {}
+    )
+    families = jobs.summaries(session, [job.id for job in found if job.join_type is not None])
+    views = []
+    for job in found:
+        video = videos.get(job.video_id) if job.video_id else None
+        view: dict[str, Any] = {
+            "id": job.id,
+            "type": job.type,
+            "video_id": job.video_id,
+            # Names people know the video by (a job list of hex ids tells nothing apart), and
+            # the duration the dashboard turns into an encode speed and an ETA.
+            "video_title": _title(video) if video else None,
+            "video_duration": video.duration if video else None,
+            "status": job.status,
+            "progress": round(job.progress, 1),
+            "step": job.step,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "priority": job.priority,
+            "rank": places.get(job.id),
+            "waiting": waiting,
+            "params": job.params,
+            "error": _named(job.error, video),
+            "error_class": job.error_class,
+            "created_at": _iso(job.created_at),
+            "started_at": _iso(job.started_at),
+            "finished_at": _iso(job.finished_at),
+            # While a dead worker's lease runs out its job still says running: say how quiet.
+            "heartbeat_age_seconds": _round(jobs.heartbeat_age(job)),
+            "news": jobs.news(job),
+            "parent_id": job.parent_id,
+        }
+        if job.join_type is not None:  # a chunked encode: its chunks and its stitch
+            view["chunks"] = families.get(job.id, [])
+        if detail:
+            view["log_tail"] = job.log_tail
+            view["result"] = job.result
+        views.append(view)
+    return views
 
 
 def _title(video: Video) -> str:

@@ -10,7 +10,7 @@ reclaim what a lost worker held), `failures` decides between retry and a final s
 
 from vidfarm.jobs.clock import as_utc, as_utc_or_none, utcnow
 from vidfarm.jobs.failures import backoff_delay, fail
-from vidfarm.jobs.family import children_of, forget_children, split, summary
+from vidfarm.jobs.family import children_of, forget_children, split, summaries, summary
 from vidfarm.jobs.leases import claim_job, claim_next, heartbeat, reclaim_expired
 from vidfarm.jobs.lifecycle import (
     FollowUp,
@@ -34,6 +34,7 @@ from vidfarm.jobs.queries import (
     news,
     queued_counts,
     rank,
+    ranks,
 )
 from vidfarm.jobs.rows import ERROR_MAX_CHARS, LOG_TAIL_MAX_CHARS
 
@@ -65,10 +66,12 @@ __all__ = [
     "note_waiting",
     "queued_counts",
     "rank",
+    "ranks",
     "reclaim_expired",
     "release",
     "restart",
     "split",
+    "summaries",
     "summary",
     "unqueue",
     "utcnow",

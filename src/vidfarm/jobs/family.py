@@ -260,21 +260,38 @@ def _set_progress(parent: Job, parts: Sequence[Job]) -> None:
 
 def summary(session: Session, parent_id: str) -> list[dict[str, Any]]:
     """The children as the API and the CLI show them."""
-    return [
-        {
-            "id": c.id,
-            "type": c.type,
-            "status": c.status,
-            "progress": round(c.progress, 1),
-            "attempts": c.attempts,
-            "start": c.params.get("start_at"),
-            "end": c.params.get("end_at"),
-        }
-        for c in sorted(
-            children_of(session, parent_id),
-            key=lambda c: (c.created_at, float(c.params.get("start_at") or 0.0)),
-        )
-    ]
+    return summaries(session, [parent_id]).get(parent_id, [])
+
+
+def summaries(session: Session, parent_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """`summary` of many parents in one query (a job list holding chunked encodes)."""
+    if not parent_ids:
+        return {}
+    children = session.scalars(
+        select(Job)
+        .where(Job.parent_id.in_(list(parent_ids)))
+        .execution_options(populate_existing=True)
+    )
+    found: dict[str, list[Job]] = {}
+    for child in children:
+        found.setdefault(str(child.parent_id), []).append(child)
+    return {
+        parent: [
+            {
+                "id": c.id,
+                "type": c.type,
+                "status": c.status,
+                "progress": round(c.progress, 1),
+                "attempts": c.attempts,
+                "start": c.params.get("start_at"),
+                "end": c.params.get("end_at"),
+            }
+            for c in sorted(
+                kids, key=lambda c: (c.created_at, float(c.params.get("start_at") or 0.0), c.id)
+            )
+        ]
+        for parent, kids in found.items()
+    }
 
 
 __all__ = [
@@ -287,5 +304,6 @@ __all__ = [
     "children_of",
     "forget_children",
     "split",
+    "summaries",
     "summary",
 ]

@@ -110,6 +110,20 @@ def rank(session: Session, job_id: str) -> tuple[int | None, int]:
     return before + 1, total
 
 
+def ranks(session: Session, jobs: Sequence[Job]) -> tuple[dict[str, int], int]:
+    """`rank` for many jobs at once (a list, the event stream): the places of those that
+    wait, and the total waiting, in two queries whatever the number of jobs."""
+    waiting = Job.status.in_(_WAITING)
+    total = session.scalar(select(func.count()).select_from(Job).where(waiting)) or 0
+    ids = [job.id for job in jobs if job.status in _WAITING]
+    if not ids:
+        return {}, total
+    place = func.row_number().over(order_by=CLAIM_ORDER).label("place")
+    ordered = select(Job.id, place).where(waiting).subquery()
+    found = session.execute(select(ordered.c.id, ordered.c.place).where(ordered.c.id.in_(ids)))
+    return {job_id: int(n) for job_id, n in found}, total
+
+
 #: A running job silent this long is worth saying so ("no news for 40 s"): its worker may be
 #: dead, and its lease has not run out yet.
 QUIET_SECONDS = 10.0

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from vidfarm import jobs, videos
 from vidfarm.api import access
 from vidfarm.api.deps import AdminAuth, Principal, RuntimeDep, SessionDep, UserAuth
-from vidfarm.api.views import MAX_OFFSET, job_view
+from vidfarm.api.views import MAX_OFFSET, job_view, job_views
 from vidfarm.models import JobStatus
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -41,7 +41,7 @@ def list_jobs(
         limit=limit,
         offset=offset,
     )
-    return {"items": [job_view(session, j) for j in found], "limit": limit, "offset": offset}
+    return {"items": job_views(session, found), "limit": limit, "offset": offset}
 
 
 @router.get("/events", responses={404: {}})
@@ -100,8 +100,8 @@ def _changes(
             key = (job.status, round(job.progress, 1), job.step)
             if seen.get(job.id) != key:
                 seen[job.id] = key
-                changed.append(job_view(session, job))
-        return changed, all(JobStatus(j.status).is_final for j in found)
+                changed.append(job)
+        return job_views(session, changed), all(JobStatus(j.status).is_final for j in found)
 
 
 @router.get("/{job_id}", responses={404: {}})

@@ -11,7 +11,14 @@ from sqlalchemy import func, select
 from vidfarm.api import access
 from vidfarm.api.deps import RuntimeDep, SessionDep, UserAuth
 from vidfarm.api.routes.listing import VideoSort, listed, order, search
-from vidfarm.api.views import MAX_OFFSET, job_view, output_view, playable_outputs, video_view
+from vidfarm.api.views import (
+    MAX_OFFSET,
+    job_view,
+    job_views,
+    output_view,
+    playable_outputs,
+    video_view,
+)
 from vidfarm.db import write_transaction
 from vidfarm.media.plan import FORMATS
 from vidfarm.models import Visibility
@@ -105,7 +112,7 @@ def get_video(video_id: str, session: SessionDep, principal: UserAuth) -> dict[s
     return {
         **video_view(video),
         "probe": video.probe,
-        "jobs": [job_view(session, j) for j in sorted(video.jobs, key=lambda j: j.created_at)],
+        "jobs": job_views(session, sorted(video.jobs, key=lambda j: j.created_at)),
         "outputs": outputs,
     }
 
