@@ -1,6 +1,6 @@
 """Taking a source file in: probe it first, store it, record the video and its first job.
 
-A long encode is split into chunks at submission (`split_encode`): the control plane decides
+A long encode is split into chunks at submission (`encode_split`): the control plane decides
 from the probe kept at upload; a plan chunks cannot carry stays one `encode` job.
 """
 
@@ -106,6 +106,8 @@ def submit_encode(
         job_type=JobType.ENCODE.value,
         video_id=video.id,
         params=params,
+        split=encode_split(session, settings, video, params),
+        owner_token_id=owner,
         priority=job_priority(settings, video, priority=priority, affiliation=affiliation),
         max_attempts=settings.max_attempts,
         # A video with a spoken language gets its subtitles once it plays.
@@ -115,8 +117,6 @@ def submit_encode(
         if video.language
         else [],
     )
-    record_owner(session, job, owner)
-    split_encode(session, settings, video, job)
     return job
 
 
@@ -255,10 +255,10 @@ def restart_job(session: Session, settings: Settings, storage: Storage, job_id: 
         raise InvalidTransition(f"job {job_id} is {job.status}; only a finished job restarts")
     for prefix in jobs.forget_children(session, job_id):
         storage.delete_prefix(prefix)
-    job = jobs.restart(session, job_id)
     video = session.get(Video, job.video_id) if job.video_id else None
-    if job.type == JobType.ENCODE.value and video is not None:
-        split_encode(session, settings, video, job)
+    chunked = job.type == JobType.ENCODE.value and video is not None
+    plan = encode_split(session, settings, video, dict(job.params)) if chunked and video else None
+    jobs.restart(session, job_id, split=plan)
     return jobs.get_job(session, job_id)
 
 
@@ -271,21 +271,17 @@ def runners_take_chunks(session: Session) -> bool:
     return any(needed <= set(types or []) for types in announced)
 
 
-def split_encode(session: Session, settings: Settings, video: Video, job: Job) -> bool:
-    """Split a new encode job into `encode_chunk` children joined by a `stitch`, if it pays.
+def encode_split(
+    session: Session, settings: Settings, video: Video, params: dict[str, Any]
+) -> jobs.Split | None:
+    """How a new (or restarted) encode is split into `encode_chunk` children joined by a
+    `stitch`, or None when it is not worth it.
 
     Sent to runner managers, it is split only when an active one announced both chunk task
     types (a `vidfarm runner`): a foreign Esup-Runner takes whole videos only."""
     if settings.transport == "runners" and not runners_take_chunks(session):
-        return False
-    children = chunk_params(settings, video, dict(job.params))
+        return None
+    children = chunk_params(settings, video, params)
     if not children:
-        return False
-    jobs.split(
-        session,
-        job,
-        children,
-        child_type=JobType.ENCODE_CHUNK.value,
-        join_type=JobType.STITCH.value,
-    )
-    return True
+        return None
+    return jobs.Split(children, JobType.ENCODE_CHUNK.value, JobType.STITCH.value)

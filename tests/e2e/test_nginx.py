@@ -15,9 +15,13 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import av
 import httpx
+import m3u8
 import pytest
 from farm_browser import (
     CHROMIUM,
@@ -44,8 +48,9 @@ def require_nginx() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def nginx_scheme_server(tmp_path: Path, **settings: str) -> Iterator[Server]:
+    """`vidfarm serve` signing media links nginx's way; `settings` add VIDFARM_* values."""
     require_nginx()
     data = tmp_path / "farm"
     (data / "profiles").mkdir(parents=True)
@@ -56,15 +61,31 @@ def server(tmp_path: Path) -> Iterator[Server]:
         "VIDFARM_POLL_SECONDS": "0.2",
         "VIDFARM_MEDIA_URL_SCHEME": "nginx",
         "VIDFARM_CORS_ORIGINS": "*",
+        **settings,
     }
     running = Server(data_dir=data, env=env)
     running.start()
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with nginx_scheme_server(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 def nginx(tmp_path: Path, server: Server) -> Iterator[str]:
+    with nginx_in_front(tmp_path, server) as base:
+        yield base
+
+
+@contextmanager
+def nginx_in_front(tmp_path: Path, server: Server) -> Iterator[str]:
+    """The machine's nginx, with `vidfarm deploy nginx`'s configuration, before `server`."""
     port = free_port()
     config = server.cli(
         "deploy", "nginx", "--listen", str(port), "--upstream", server.base, "--access-log", "off"
@@ -88,9 +109,11 @@ def nginx(tmp_path: Path, server: Server) -> Iterator[str]:
             return False
 
     wait_until(answers, 15, "nginx to listen")
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _signed(key: bytes, expires: int, video: str) -> str:
@@ -208,3 +231,60 @@ def test_hls_js_plays_the_embed_through_nginx(server: Server, nginx: str, small_
     media = [url for url in requests if "/media/" in url]
     assert any(url.endswith(".ts") for url in media), media
     assert all(url.startswith(f"{nginx}/media/n/") for url in media), media
+
+
+def test_a_lecture_plays_early_through_nginx(tmp_path: Path, hd_clip: Path) -> None:
+    """Playable early with VIDFARM_MEDIA_URL_SCHEME=nginx: the growing EVENT playlist and the
+    chunks' preview segments are in no published view, so nginx hands them to vidfarm (its
+    404 fallback); once stitched, the same URL answers the final playlist."""
+    chunked = {
+        "VIDFARM_WORKER_CONCURRENCY": "1",  # chunks in order: the first one plays first
+        "VIDFARM_CHUNK_SECONDS": "4",
+        "VIDFARM_CHUNK_MIN_SECONDS": "10",
+    }
+    with (
+        nginx_scheme_server(tmp_path, **chunked) as server,
+        nginx_in_front(tmp_path, server) as base,
+    ):
+        auth = {"Authorization": f"Bearer {server.admin}"}
+        with hd_clip.open("rb") as handle:
+            answer = httpx.post(
+                f"{base}/videos/upload", headers=auth, files={"file": handle}, timeout=60
+            ).json()
+        video, job_id = answer["file_id"], answer["job_id"]
+        early: list[tuple[str, m3u8.M3U8, httpx.Response]] = []
+
+        def fetch(url: str) -> httpx.Response:
+            response = httpx.get(url, headers={"Origin": "https://lms.example"}, timeout=30)
+            assert response.status_code == 200, (url, response.status_code, response.text)
+            assert response.headers["access-control-allow-origin"] == "*"
+            return response
+
+        def played_early_or_done() -> bool:
+            links: dict[str, Any] = httpx.get(
+                f"{base}/api/v1/videos/{video}/playback", headers=auth
+            ).json()
+            if links["event"] and not early:
+                assert links["master"].startswith(f"{base}/media/n/")
+                master = m3u8.loads(fetch(links["master"]).text)
+                variant_url = str(httpx.URL(links["master"]).join(master.playlists[0].uri))
+                variant = m3u8.loads(fetch(variant_url).text)
+                if variant.segments and not variant.is_endlist:  # not stitched meanwhile
+                    segment_url = str(httpx.URL(variant_url).join(variant.segments[0].uri))
+                    early.append((variant_url, variant, fetch(segment_url)))
+            return bool(server.api("GET", f"/api/v1/jobs/{job_id}")["status"] == "completed")
+
+        wait_until(played_early_or_done, 180, "the chunked encode", interval=0.05)
+        ((variant_url, variant, segment),) = early
+        assert variant.playlist_type == "event" and not variant.is_endlist
+        assert variant.segments[0].uri.startswith("../") and "preview_" in variant.segments[0].uri
+        (tmp_path / "early.ts").write_bytes(segment.content)
+        with av.open(str(tmp_path / "early.ts")) as container:
+            assert sorted(s.type for s in container.streams) == ["audio", "video"]
+            assert next(container.decode(video=0)).height == 144
+        final = m3u8.loads(fetch(variant_url).text)  # the same URL, now the final VOD
+        assert final.is_endlist and final.playlist_type == "vod"
+        links = httpx.get(f"{base}/api/v1/videos/{video}/playback", headers=auth).json()
+        assert not links["event"] and links["master"].endswith(f"/{job_id}/master.m3u8")
+        served = fetch(links["master"])  # the stitched encode: from nginx's view, cached
+        assert served.headers["cache-control"] == "public, max-age=2"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vidfarm import jobs
@@ -214,3 +214,36 @@ def test_a_chunk_held_during_the_cancel_learns_it_at_its_heartbeat(
             session, held.job_id, held.fencing_token, progress=20.0, step="x", lease_seconds=60
         )
     assert load(session_factory, held.job_id).status == "cancelled"
+
+
+def test_a_job_is_split_as_it_is_written(session_factory: Factory) -> None:
+    """Created or restarted with a split, a job is never pending on its own in between: a
+    scheduler tick there once queued a restarted encode to run whole."""
+    plan = jobs.Split(
+        [
+            {"start_at": 0.0, "end_at": 4.0, "weight": 4.0},
+            {"start_at": 4.0, "end_at": 8.0, "weight": 4.0},
+        ],
+        "encode_chunk",
+        "stitch",
+    )
+    with session_factory() as session:
+        video = Video(filename="v.mp4", source_key="sources/v/v.mp4")
+        session.add(video)
+        session.commit()
+        commits: list[int] = []
+        event.listen(session, "after_commit", lambda _: commits.append(1))
+        parent = jobs.create_job(
+            session, job_type="encode", video_id=video.id, max_attempts=2, split=plan,
+            owner_token_id=None,
+        )  # fmt: skip
+        assert len(commits) == 1
+        assert parent.status == "running" and parent.join_type == "stitch"
+        children = jobs.children_of(session, parent.id)
+        assert [(c.type, c.status) for c in children] == [("encode_chunk", "pending")] * 2
+        jobs.cancel(session, parent.id)
+        jobs.forget_children(session, parent.id)
+        commits.clear()
+        again = jobs.restart(session, parent.id, split=plan)
+        assert len(commits) == 1
+        assert again.status == "running" and len(jobs.children_of(session, parent.id)) == 2

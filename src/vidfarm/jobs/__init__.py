@@ -10,7 +10,14 @@ reclaim what a lost worker held), `failures` decides between retry and a final s
 
 from vidfarm.jobs.clock import as_utc, as_utc_or_none, utcnow
 from vidfarm.jobs.failures import backoff_delay, fail
-from vidfarm.jobs.family import children_of, forget_children, split, summaries, summary
+from vidfarm.jobs.family import (
+    Split,
+    children_of,
+    forget_children,
+    split,
+    summaries,
+    summary,
+)
 from vidfarm.jobs.leases import claim_job, claim_next, heartbeat, reclaim_expired
 from vidfarm.jobs.lifecycle import (
     FollowUp,
@@ -43,6 +50,7 @@ __all__ = [
     "ERROR_MAX_CHARS",
     "LOG_TAIL_MAX_CHARS",
     "FollowUp",
+    "Split",
     "as_utc",
     "as_utc_or_none",
     "backoff_delay",

@@ -16,6 +16,7 @@ share of its children's progress (media seconds done over total).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -35,6 +36,16 @@ JOIN_STEP = "stitching"
 JOINED_SHARE = 99.0
 
 
+@dataclass(frozen=True)
+class Split:
+    """How a job is to be split: its children's params (each with a `weight`), their type and
+    the type of the job joining them."""
+
+    children: Sequence[dict[str, Any]]
+    child_type: str
+    join_type: str
+
+
 def split(
     session: Session,
     parent: Job,
@@ -43,36 +54,41 @@ def split(
     child_type: str,
     join_type: str,
 ) -> list[Job]:
-    """Turn a freshly created (pending) parent into a running parent of `children` (their
-    params, each with a `weight`); the scheduler dispatches the children, never the parent.
-
-    A parent a transport took meanwhile (no longer pending) is left to run whole: []."""
+    """Turn a pending parent into a running parent of `children`; the scheduler dispatches
+    the children, never the parent. A parent a transport took meanwhile (no longer pending)
+    is left to run whole: []. New and restarted jobs are split as they are written
+    (`create_job`, `restart`): the scheduler never sees them pending in between."""
     with write_transaction(session):
         parent = lock_row(session, parent.id)
         if parent.status != PENDING:
             return []
-        now = utcnow()
-        parent.status = RUNNING
-        parent.step = SPLIT_STEP
-        parent.join_type = join_type
-        parent.started_at = now
-        parent.updated_at = now
-        made = [
-            Job(
-                type=child_type,
-                video_id=parent.video_id,
-                parent_id=parent.id,
-                params=dict(params),
-                status=PENDING,
-                priority=parent.priority,
-                max_attempts=parent.max_attempts,
-                owner_token_id=parent.owner_token_id,
-                # In order (claims go oldest first): the start plays first (docs/chunked.md).
-                created_at=now + timedelta(microseconds=n),
-            )
-            for n, params in enumerate(children)
-        ]
-        session.add_all(made)
+        return apply_split(session, parent, Split(children, child_type, join_type))
+
+
+def apply_split(session: Session, parent: Job, plan: Split) -> list[Job]:
+    """The rows of a split, in the caller's transaction."""
+    now = utcnow()
+    parent.status = RUNNING
+    parent.step = SPLIT_STEP
+    parent.join_type = plan.join_type
+    parent.started_at = now
+    parent.updated_at = now
+    made = [
+        Job(
+            type=plan.child_type,
+            video_id=parent.video_id,
+            parent_id=parent.id,
+            params=dict(params),
+            status=PENDING,
+            priority=parent.priority,
+            max_attempts=parent.max_attempts,
+            owner_token_id=parent.owner_token_id,
+            # In order (claims go oldest first): the start plays first (docs/chunked.md).
+            created_at=now + timedelta(microseconds=n),
+        )
+        for n, params in enumerate(plan.children)
+    ]
+    session.add_all(made)
     return made
 
 
@@ -297,6 +313,8 @@ def summaries(session: Session, parent_ids: Sequence[str]) -> dict[str, list[dic
 __all__ = [
     "JOIN_STEP",
     "SPLIT_STEP",
+    "Split",
+    "apply_split",
     "cancel_children",
     "child_completed",
     "child_failed",

@@ -35,7 +35,7 @@ from vidfarm.errors import (
     JobCancelled,
 )
 from vidfarm.jobs.clock import utcnow
-from vidfarm.jobs.family import cancel_children, child_completed
+from vidfarm.jobs.family import Split, apply_split, cancel_children, child_completed
 from vidfarm.jobs.followups import queue_follow_ups
 from vidfarm.jobs.rows import (
     FINAL,
@@ -68,10 +68,13 @@ def create_job(
     priority: int = 0,
     max_attempts: int,
     follow_ups: Sequence[FollowUp] = (),
+    split: Split | None = None,
+    owner_token_id: str | None = None,
 ) -> Job:
     """Insert a pending job; the scheduler (or the caller) dispatches it.
 
     `follow_ups` are created, once, in the transaction that accepts this job's completion.
+    With `split`, it is inserted already split into its children (one transaction).
     """
     if max_attempts < 1:
         raise InvalidParameters(f"max_attempts must be at least 1, got {max_attempts}")
@@ -88,8 +91,12 @@ def create_job(
             progress=0.0,
             follow_ups=[{"type": f.job_type, "params": dict(f.params)} for f in follow_ups] or None,
             created_at=utcnow(),
+            owner_token_id=owner_token_id,  # its children's too
         )
         session.add(job)
+        if split is not None:
+            session.flush()  # the children name it
+            apply_split(session, job, split)
     return job
 
 
@@ -258,8 +265,9 @@ def cancel(session: Session, job_id: str) -> Job:
     return job
 
 
-def restart(session: Session, job_id: str) -> Job:
-    """Run a finished job again from scratch, with a fresh attempt budget."""
+def restart(session: Session, job_id: str, *, split: Split | None = None) -> Job:
+    """Run a finished job again from scratch, with a fresh attempt budget (with `split`:
+    split again in the same transaction, so no transport takes it whole meanwhile)."""
     with write_transaction(session):
         job = lock_row(session, job_id)
         if job.status not in FINAL:
@@ -279,4 +287,6 @@ def restart(session: Session, job_id: str) -> Job:
         job.finished_at = None
         job.updated_at = now
         clear_lease(job)
+        if split is not None:
+            apply_split(session, job, split)
     return job

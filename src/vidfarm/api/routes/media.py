@@ -185,9 +185,9 @@ def playback_links(
         return _file(signed, base_url, found[0]) if found else None
 
     master = first("hls_master")
-    if master is None and signer(request).scheme != "nginx":  # nginx serves stored files only
-        encode = running_encode(session, video.id)
-        if encode is not None:  # playable early: the growing EVENT playlist
+    if master is None:  # playable early: the growing EVENT playlist (with nginx: not in
+        encode = running_encode(session, video.id)  # its view, so vidfarm answers it)
+        if encode is not None:
             master = f"{base_url}{signed.url(f'{encode.id}/{EVENT_MASTER}')}"
     mp4s = sorted(by_kind.get("mp4", []), key=lambda o: -(o.height or 0))
     subtitles = [o for o in by_kind.get("subtitle", []) if o.key.endswith(".vtt")]
