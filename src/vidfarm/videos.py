@@ -256,8 +256,9 @@ def restart_job(session: Session, settings: Settings, storage: Storage, job_id: 
     for prefix in jobs.forget_children(session, job_id):
         storage.delete_prefix(prefix)
     video = session.get(Video, job.video_id) if job.video_id else None
-    chunked = job.type == JobType.ENCODE.value and video is not None
-    plan = encode_split(session, settings, video, dict(job.params)) if chunked and video else None
+    plan = None
+    if job.type == JobType.ENCODE.value and video is not None:
+        plan = encode_split(session, settings, video, job.params)
     jobs.restart(session, job_id, split=plan)
     return jobs.get_job(session, job_id)
 
@@ -281,7 +282,7 @@ def encode_split(
     types (a `vidfarm runner`): a foreign Esup-Runner takes whole videos only."""
     if settings.transport == "runners" and not runners_take_chunks(session):
         return None
-    children = chunk_params(settings, video, params)
+    children = chunk_params(settings, video, dict(params))
     if not children:
         return None
     return jobs.Split(children, JobType.ENCODE_CHUNK.value, JobType.STITCH.value)
