@@ -33,18 +33,16 @@ def make_family(factory: Factory, spans: list[tuple[float, float]]) -> tuple[str
             params={"profile": "default"},
             max_attempts=2,
             follow_ups=[jobs.FollowUp("transcription", {"language": "fr"})],
+            split=jobs.Split(
+                [
+                    {"index": i, "start_at": a, "end_at": b, "weight": b - a}
+                    for i, (a, b) in enumerate(spans)
+                ],
+                "encode_chunk",
+                "stitch",
+            ),
         )
-        children = jobs.split(
-            session,
-            parent,
-            [
-                {"index": i, "start_at": a, "end_at": b, "weight": b - a}
-                for i, (a, b) in enumerate(spans)
-            ],
-            child_type="encode_chunk",
-            join_type="stitch",
-        )
-        return parent.id, [c.id for c in children]
+        return parent.id, [c.id for c in jobs.children_of(session, parent.id)]
 
 
 def take(factory: Factory, job_id: str) -> Claim:

@@ -43,18 +43,17 @@ def farm_of(factory: Factory, videos: int) -> None:
             video.duration = 60.0
             session.add(video)
             session.commit()
-            waiting = jobs.create_job(
-                session, job_type="encode", video_id=video.id, priority=n % 3, max_attempts=2
-            )
+            spans = [{"start_at": 0.0, "end_at": 30.0}, {"start_at": 30.0, "end_at": 60.0}]
+            chunks = [{**span, "weight": 30.0} for span in spans]
+            jobs.create_job(
+                session, job_type="encode", video_id=video.id, priority=n % 3, max_attempts=2,
+                split=jobs.Split(chunks, "encode_chunk", "stitch") if n == 0 else None,
+            )  # fmt: skip
             done = jobs.create_job(
                 session, job_type="transcription", video_id=video.id, max_attempts=2
             )
             session.query(Job).filter(Job.id == done.id).update({"status": "completed"})
             session.commit()
-            if n == 0:
-                spans = [{"start_at": 0.0, "end_at": 30.0}, {"start_at": 30.0, "end_at": 60.0}]
-                chunks = [{**span, "weight": 30.0} for span in spans]
-                jobs.split(session, waiting, chunks, child_type="encode_chunk", join_type="stitch")
 
 
 def measured(factory: Factory, limit: int) -> tuple[list[dict[str, object]], list[str]]:

@@ -14,7 +14,6 @@ from vidfarm.jobs.family import (
     Split,
     children_of,
     forget_children,
-    split,
     summaries,
     summary,
 )
@@ -78,7 +77,6 @@ __all__ = [
     "reclaim_expired",
     "release",
     "restart",
-    "split",
     "summaries",
     "summary",
     "unqueue",

@@ -46,27 +46,10 @@ class Split:
     join_type: str
 
 
-def split(
-    session: Session,
-    parent: Job,
-    children: Sequence[dict[str, Any]],
-    *,
-    child_type: str,
-    join_type: str,
-) -> list[Job]:
-    """Turn a pending parent into a running parent of `children`; the scheduler dispatches
-    the children, never the parent. A parent a transport took meanwhile (no longer pending)
-    is left to run whole: []. New and restarted jobs are split as they are written
-    (`create_job`, `restart`): the scheduler never sees them pending in between."""
-    with write_transaction(session):
-        parent = lock_row(session, parent.id)
-        if parent.status != PENDING:
-            return []
-        return apply_split(session, parent, Split(children, child_type, join_type))
-
-
 def apply_split(session: Session, parent: Job, plan: Split) -> list[Job]:
-    """The rows of a split, in the caller's transaction."""
+    """Make `parent` a running parent of the planned children, in the caller's transaction
+    (`create_job`, `restart`: the scheduler never sees it pending in between); the
+    scheduler dispatches the children, never the parent."""
     now = utcnow()
     parent.status = RUNNING
     parent.step = SPLIT_STEP
@@ -321,7 +304,6 @@ __all__ = [
     "child_progressed",
     "children_of",
     "forget_children",
-    "split",
     "summaries",
     "summary",
 ]
