@@ -110,3 +110,17 @@ def test_encode_parallel_chunks_with_the_chunk_settings(hd_clip: Path, tmp_path:
     short = vidfarm(*args[:3], str(tmp_path / "one"), *args[4:], tmp_path=tmp_path)
     assert short.returncode == 0, short.stderr  # 12 s < the default 120 s minimum: one pass
     assert "chunks" not in json.loads((tmp_path / "one" / "manifest.json").read_text())
+
+
+def test_jobs_lists_each_waiting_jobs_rank(small_clip: Path, tmp_path: Path) -> None:
+    """`vidfarm jobs` ranks the waiting jobs in claim order (read once for the whole table)."""
+    ids = []
+    for _ in range(2):  # no server runs: they wait
+        submitted = vidfarm("submit", str(small_clip), tmp_path=tmp_path)
+        assert submitted.returncode == 0, submitted.stderr
+        ids.append(submitted.stdout.split()[1])
+    listed = vidfarm("jobs", tmp_path=tmp_path, COLUMNS="250")
+    assert listed.returncode == 0, listed.stderr
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.stdout.splitlines()]
+    rows = {row[0]: row for row in cells if row}
+    assert "1/2" in rows[ids[0]] and "2/2" in rows[ids[1]], listed.stdout

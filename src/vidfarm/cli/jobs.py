@@ -84,8 +84,10 @@ def list_jobs(
         table = Table(
             "id", "type", "status", "progress", "rank", "attempts", "video", "parent", "error"
         )
-        for job in jobs.list_jobs(session, status=status, limit=limit):
-            position, waiting = jobs.rank(session, job.id)
+        found = jobs.list_jobs(session, status=status, limit=limit)
+        places, waiting = jobs.ranks(session, found)  # two queries for the whole table
+        for job in found:
+            position = places.get(job.id)
             table.add_row(
                 job.id,
                 job.type,
