@@ -9,6 +9,7 @@ the end of the log.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -27,6 +28,8 @@ from vidfarm.errors import (
     OutOfSpace,
 )
 from vidfarm.media.spawn import spawn
+
+log = logging.getLogger(__name__)
 
 #: Log lines that mean the machine, not the input, was the problem: worth another attempt.
 TRANSIENT_MARKERS = (
@@ -192,7 +195,11 @@ class _ProgressAsker:
         def watch() -> None:
             while not done.wait(ASK_EVERY_SECONDS / 2):
                 if time.monotonic() - self._asked >= ASK_EVERY_SECONDS:
-                    self.ask()
+                    try:
+                        self.ask()
+                    except Exception as error:  # the next progress line asks (and raises) again
+                        log.warning("ffmpeg: asking whether to go on failed: %s", error)
+                        return
 
         watcher = threading.Thread(target=watch, name="vidfarm-ffmpeg-ask", daemon=True)
         if self._on_progress is not None:
